@@ -1,0 +1,166 @@
+import numpy as np
+import pytest
+
+import tinyunet
+from tinyunet import SGD, Adam, UNet, backend, gradcheck, softmax_cross_entropy
+
+
+def test_paper_network_size():
+    model = UNet()
+    assert model.num_parameters() == 31_030_658
+    assert model.num_convolutions() == 23
+    assert model.output_size(572) == 388
+
+
+def test_paper_initialisation_std():
+    # paper sec. 3: std sqrt(2/N), N = 9 * C_in for a 3x3 conv (576 for 64 channels)
+    w = UNet().state_dict()["down0.conv2.weight"]          # 64 -> 64 channels
+    assert w.std() == pytest.approx(np.sqrt(2 / 576), rel=0.01)
+
+
+def test_invalid_size_names_the_nearest_valid_sizes():
+    model = UNet(base_channels=2)
+    with pytest.raises(ValueError, match="556 or 572"):
+        model.output_size(570)
+    with pytest.raises(ValueError, match="input width 570 .* 556 or 572"):
+        model.forward(np.zeros((1, 1, 572, 570), np.float32))
+
+
+def test_valid_sizes_follow_16k_plus_124():
+    sizes = tinyunet.valid_input_sizes(depth=4, max_size=700)
+    assert sizes == list(range(188, 701, 16))
+    assert all((s - 124) % 16 == 0 for s in sizes)
+    assert tinyunet.output_size(188) == 4
+
+
+def test_forward_shapes_and_input_errors():
+    model = UNet(in_channels=2, n_classes=3, base_channels=2, depth=2)
+    assert model.forward(np.zeros((2, 2, 60, 44))).shape == (2, 3, 20, 4)
+    with pytest.raises(ValueError, match="3 channels, the model expects 2"):
+        model.forward(np.zeros((1, 3, 44, 44)))
+    with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
+        model.forward(np.zeros((44, 44)))
+    with pytest.raises(RuntimeError, match="forward"):
+        UNet(base_channels=2, depth=1).backward(np.zeros((1, 2, 4, 4)))
+
+
+def test_state_dict_layout_and_load_errors():
+    model = UNet(base_channels=4, depth=2)
+    sd = model.state_dict()
+    keys = list(sd)
+    assert keys[0] == "down0.conv1.weight" and keys[-1] == "out.bias"
+    assert sd["down0.conv1.weight"].shape == (4, 1, 3, 3)          # (out, in, kh, kw)
+    assert sd["up1.upconv.weight"].shape == (16, 8, 2, 2)          # (in, out, 2, 2)
+    assert sd["up1.upconv.bias"].shape == (8,)
+    assert list(model.grads()) == keys
+    other = UNet(base_channels=4, depth=2, seed=1)
+    other.load_state_dict({k: v.copy() for k, v in sd.items()})
+    for k in keys:
+        np.testing.assert_array_equal(other.state_dict()[k], sd[k])
+    bad = dict(sd, **{"out.weight": np.zeros((3, 4, 1, 1))})
+    with pytest.raises(ValueError, match=r"'out.weight' has shape \(3, 4, 1, 1\).*\(2, 4, 1, 1\)"):
+        other.load_state_dict(bad)
+    with pytest.raises(ValueError, match="missing keys \\['out.bias'\\]"):
+        other.load_state_dict({k: v for k, v in sd.items() if k != "out.bias"})
+
+
+def small_problem(depth=2, base=4, size=44, dropout=0.0):
+    rng = np.random.default_rng(0)
+    model = UNet(base_channels=base, depth=depth, dtype="float64", dropout=dropout, seed=3)
+    for k, v in model.params.items():                  # non-zero biases exercise db too
+        if k.endswith("bias"):
+            v[...] = rng.standard_normal(v.shape) * 0.1
+    x = rng.standard_normal((1, 1, size, size))
+    out = model.output_size(size)
+    labels = rng.integers(0, 2, (1, out, out))
+    weights = rng.uniform(1, 10, (1, out, out))
+    return model, x, labels, weights
+
+
+def test_whole_unet_gradcheck_with_weighted_loss():
+    """Depth 2, base 4, 44x44 -> 4x4 output: every parameter and the input, float64."""
+    model, x, labels, weights = small_problem()
+
+    def f():
+        return softmax_cross_entropy(model.forward(x), labels, weights)[0]
+
+    _, dlogits = softmax_cross_entropy(model.forward(x), labels, weights)
+    dx = model.backward(dlogits)
+    grads = {k: v.copy() for k, v in model.grads().items()}
+    for name, p in model.params.items():
+        check = gradcheck.check_elementwise if p.size <= 40 else gradcheck.check_directional
+        err = check(f, p, grads[name])
+        assert err <= 1e-6, f"{name}: relative error {err:.2e}"
+    assert gradcheck.check_directional(f, x, dx) <= 1e-6
+
+
+def test_unet_with_dropout_backward_uses_the_forward_mask():
+    model, x, labels, weights = small_problem(dropout=0.5)
+    # the mask must be the same in every evaluation of f: restore the rng state before each
+    state = model.rng.bit_generator.state
+    logits = model.forward(x, train=True)
+    _, dlogits = softmax_cross_entropy(logits, labels, weights)
+    model.backward(dlogits)
+    grads = {k: v.copy() for k, v in model.grads().items()}
+
+    def f():
+        model.rng.bit_generator.state = state
+        return softmax_cross_entropy(model.forward(x, train=True), labels, weights)[0]
+
+    f()
+    for name in ("bottom.conv2.weight", "down0.conv1.weight"):
+        assert gradcheck.check_directional(f, model.params[name], grads[name]) <= 1e-6
+
+
+@pytest.mark.parametrize("opt_cls, kw", [(SGD, dict(lr=0.05, momentum=0.9)),
+                                         (Adam, dict(lr=0.01)),
+                                         (SGD, dict(lr=0.05, momentum=0.99, weight_decay=1e-4))])
+def test_optimizers_reduce_the_loss(opt_cls, kw):
+    model, x, labels, weights = small_problem()
+    opt = opt_cls(model, **kw)
+    losses = []
+    for _ in range(15):
+        loss, d = softmax_cross_entropy(model.forward(x), labels, weights)
+        model.backward(d)
+        opt.step()
+        losses.append(loss)
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_sgd_update_rule():
+    model = UNet(base_channels=1, depth=1, dtype="float64")
+    p0 = {k: v.copy() for k, v in model.params.items()}
+    for g in model.grads().values():
+        g[...] = 1.0
+    opt = SGD(model, lr=0.1, momentum=0.5)
+    opt.step()
+    opt.step()          # v1 = -0.1, v2 = 0.5 * -0.1 - 0.1 = -0.15: total -0.25
+    for k, v in model.params.items():
+        np.testing.assert_allclose(v, p0[k] - 0.25)
+    state = opt.state_dict()
+    opt2 = SGD(model, lr=0.1, momentum=0.5)
+    opt2.load_state_dict(state)
+    np.testing.assert_allclose(opt2.velocity["out.bias"], -0.15)
+
+
+def test_gpu_request_without_gpu_is_a_clear_error(monkeypatch):
+    if backend.gpu_available():
+        pytest.skip("a GPU is present here")
+    with pytest.raises(RuntimeError, match="device 'gpu' was requested"):
+        UNet(base_channels=1, depth=1).to("gpu")
+    monkeypatch.setenv("TINYUNET_DEVICE", "gpu")
+    with pytest.raises(RuntimeError, match="device 'gpu' was requested"):
+        backend.resolve_device()
+    with pytest.raises(ValueError, match="valid devices are 'cpu' and 'gpu'"):
+        backend.resolve_device("tpu")
+
+
+@pytest.mark.skipif(not backend.gpu_available(), reason="needs CuPy and a GPU")
+def test_model_on_gpu_matches_cpu():
+    model, x, labels, weights = small_problem()
+    cpu_logits = model.forward(x)
+    model.to("gpu")
+    gpu_logits = model.forward(backend.to_device(x, "gpu"))
+    np.testing.assert_allclose(backend.to_numpy(gpu_logits), cpu_logits, rtol=1e-10)
+    model.to("cpu")
+    assert isinstance(model.params["out.weight"], np.ndarray)

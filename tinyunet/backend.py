@@ -1,0 +1,84 @@
+"""The NumPy/CuPy switch. This is the only module in tinyunet that imports CuPy.
+
+Every op asks ``get_array_module(x)`` for the array module of its input, so one code path serves
+the CPU (NumPy) and the GPU (CuPy). Devices are named ``"cpu"`` and ``"gpu"``; the default comes
+from the ``TINYUNET_DEVICE`` environment variable, else ``"cpu"``.
+"""
+import os
+
+import numpy as np
+
+try:  # CuPy is optional: `pip install tinyunet[cuda12]` (or cuda13) brings it.
+    import cupy as _cupy
+except Exception:  # ImportError, or a CuPy whose CUDA libraries are missing
+    _cupy = None
+
+DEVICES = ("cpu", "gpu")
+
+
+def gpu_available():
+    """True when CuPy imports and sees at least one CUDA device."""
+    if _cupy is None:
+        return False
+    try:
+        return _cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:  # no driver, no device
+        return False
+
+
+def resolve_device(device=None):
+    """Return "cpu" or "gpu" for `device` (None: $TINYUNET_DEVICE, else "cpu").
+
+    Asking for the GPU where there is none is a RuntimeError that says why, here, rather than a
+    crash deep inside an op later.
+    """
+    if device is None:
+        device = os.environ.get("TINYUNET_DEVICE", "cpu")
+    name = str(device).lower()
+    if name in ("cuda", "cupy"):
+        name = "gpu"
+    if name not in DEVICES:
+        raise ValueError(f"unknown device {device!r}: valid devices are 'cpu' and 'gpu'")
+    if name == "gpu" and not gpu_available():
+        why = ("CuPy is not installed (pip install 'tinyunet[cuda12]' or 'tinyunet[cuda13]')"
+               if _cupy is None else "CuPy is installed but sees no CUDA device")
+        raise RuntimeError(f"device 'gpu' was requested but {why}; use device='cpu'")
+    return name
+
+
+def xp_for(device=None):
+    """The array module (numpy or cupy) for a device name."""
+    return _cupy if resolve_device(device) == "gpu" else np
+
+
+def get_array_module(x):
+    """numpy for NumPy arrays (and anything else), cupy for CuPy arrays."""
+    if _cupy is not None and isinstance(x, _cupy.ndarray):
+        return _cupy
+    return np
+
+
+def device_of(x):
+    """"gpu" for a CuPy array, "cpu" otherwise."""
+    return "gpu" if get_array_module(x) is not np else "cpu"
+
+
+def to_device(x, device):
+    """Copy an array to `device` ("cpu" or "gpu"); a no-op if it is already there."""
+    if resolve_device(device) == "gpu":
+        return _cupy.asarray(x)
+    return to_numpy(x)
+
+
+def to_numpy(x):
+    """A NumPy array from a NumPy or CuPy array (the explicit device-to-host boundary)."""
+    if _cupy is not None and isinstance(x, _cupy.ndarray):
+        return _cupy.asnumpy(x)
+    return np.asarray(x)
+
+
+def default_rng(seed, device="cpu"):
+    """A random generator on `device` with `.random(shape, dtype)` and `.standard_normal(...)`."""
+    if resolve_device(device) == "gpu":
+        return _cupy.random.default_rng(seed)
+    return np.random.default_rng(seed)

@@ -1,0 +1,68 @@
+"""3x3 convolution, valid padding, stride 1, through im2col and one GEMM (paper sec. 2).
+
+Shapes:  x (N, C, H, W),  w (F, C, 3, 3) (PyTorch's layout),  b (F,)  ->  y (N, F, H', W')
+with H' = H - 2 and W' = W - 2 (valid: no padding, so every output pixel sees real input).
+
+    y[n, f, i, j] = b[f] + sum_{c, a, d} w[f, c, a, d] * x[n, c, i + a, j + d]
+
+im2col lays the 9 shifted copies of x side by side, cols[n, c, a, d, i, j] = x[n, c, i + a, j + d],
+so the sum over (c, a, d) becomes one matrix product with w reshaped to (F, C*9).
+"""
+from .backend import get_array_module
+
+
+def im2col(x):
+    """(N, C, H, W) -> cols (N, C*9, H'*W') with cols[n, c*9 + a*3 + d, i*W' + j] = x[n, c, i+a, j+d].
+
+    Nine strided block copies (one per kernel offset (a, d)); each copies whole rows, which is why
+    this is fast in NumPy and CuPy alike.
+    """
+    xp = get_array_module(x)
+    n, c, h, w = x.shape
+    ho, wo = h - 2, w - 2
+    cols = xp.empty((n, c, 3, 3, ho, wo), dtype=x.dtype)
+    for a in range(3):
+        for d in range(3):
+            cols[:, :, a, d] = x[:, :, a:a + ho, d:d + wo]
+    return cols.reshape(n, c * 9, ho * wo)
+
+
+def col2im(dcols, shape):
+    """Adjoint of im2col: (N, C*9, H'*W') -> (N, C, H, W), summing the 9 overlapping copies."""
+    xp = get_array_module(dcols)
+    n, c, h, w = shape
+    ho, wo = h - 2, w - 2
+    dcols = dcols.reshape(n, c, 3, 3, ho, wo)
+    dx = xp.zeros(shape, dtype=dcols.dtype)
+    for a in range(3):
+        for d in range(3):
+            dx[:, :, a:a + ho, d:d + wo] += dcols[:, :, a, d]
+    return dx
+
+
+def forward(x, w, b):
+    """y = conv3x3(x, w) + b. Returns (y, cache); cache keeps cols and w for backward."""
+    n, c, h, wd = x.shape
+    f = w.shape[0]
+    if x.ndim != 4 or w.shape[1:] != (c, 3, 3) or b.shape != (f,):
+        raise ValueError(f"conv3x3: x {x.shape}, w {w.shape}, b {b.shape} do not fit "
+                         "x (N, C, H, W), w (F, C, 3, 3), b (F,)")
+    if h < 3 or wd < 3:
+        raise ValueError(f"conv3x3: input {h}x{wd} is smaller than the 3x3 kernel")
+    cols = im2col(x)                                  # (N, C*9, H'*W')
+    y = w.reshape(f, c * 9) @ cols                    # (N, F, H'*W'), batched GEMM
+    y += b[:, None]
+    return y.reshape(n, f, h - 2, wd - 2), (cols, w, x.shape)
+
+
+def backward(dy, cache):
+    """dy (N, F, H', W') -> (dx (N, C, H, W), dw (F, C, 3, 3), db (F,))."""
+    cols, w, xshape = cache
+    n, f = dy.shape[:2]
+    dy = dy.reshape(n, f, -1)                         # (N, F, H'*W')
+    w2 = w.reshape(f, -1)                             # (F, C*9)
+    # dw[f, k] = sum_n sum_p dy[n, f, p] * cols[n, k, p]: one GEMM per image, summed.
+    dw = sum(dy[i] @ cols[i].T for i in range(n)).reshape(w.shape)
+    db = dy.sum(axis=(0, 2))
+    dcols = w2.T @ dy                                 # (N, C*9, H'*W')
+    return col2im(dcols, xshape), dw, db

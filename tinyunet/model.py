@@ -1,0 +1,253 @@
+"""The U-Net of Ronneberger, Fischer and Brox (2015), fig. 1, built from the hand-written ops.
+
+Contracting path: `depth` times [3x3 conv, ReLU, 3x3 conv, ReLU, 2x2 max pool], channels doubling
+from `base_channels` (64 -> 1024 for the paper). Bottom: two 3x3 convs (+ dropout). Expanding path:
+`depth` times [2x2 up-conv halving the channels, crop-and-concat with the skip map, two 3x3 convs].
+Last: a 1x1 conv to K classes. Defaults give the paper's 23 convolutions, 31,030,658 parameters
+and a 388x388 output for a 572x572 tile.
+
+Parameter names, in forward order (PyTorch layouts, so weights can be exchanged):
+    down{i}.conv{1,2}.{weight,bias}    i = 0 .. depth-1   weight (F, C, 3, 3)
+    bottom.conv{1,2}.{weight,bias}
+    up{i}.upconv.{weight,bias}         i = depth-1 .. 0   weight (C, C/2, 2, 2)
+    up{i}.conv{1,2}.{weight,bias}
+    out.{weight,bias}                                     weight (K, base, 1, 1)
+"""
+from collections import OrderedDict
+
+import numpy as np
+
+from . import backend, conv1x1, conv3x3, crop_and_concat, dropout, max_pool2x2, relu, up_conv2x2
+
+
+def output_size(h, depth=4):
+    """Output size of a U-Net of `depth` for input size h, or None if h does not fit.
+
+    Every 3x3 valid conv loses 2 px; every pool needs an even size; every up-conv doubles.
+    For depth 4 the valid sizes are h = 16k + 124 (k >= 4), with output 16k - 60.
+    """
+    s = h
+    for _ in range(depth):
+        s -= 4                                        # two 3x3 convs
+        if s < 2 or s % 2:
+            return None                               # 2x2 pool needs an even size
+        s //= 2
+    s -= 4                                            # bottom convs
+    if s < 1:
+        return None
+    for _ in range(depth):
+        s = 2 * s - 4                                 # up-conv, then two 3x3 convs
+        if s < 1:
+            return None
+    return s
+
+
+def valid_input_sizes(depth=4, max_size=1024, min_size=1):
+    """All tile sizes in [min_size, max_size] that a U-Net of `depth` accepts."""
+    return [h for h in range(min_size, max_size + 1) if output_size(h, depth) is not None]
+
+
+def nearest_valid_sizes(h, depth=4):
+    """(largest valid size < h or None, smallest valid size > h)."""
+    below = next((s for s in range(h - 1, 0, -1) if output_size(s, depth) is not None), None)
+    above = next(s for s in range(h + 1, h + 2 ** (depth + 2) + 200)
+                 if output_size(s, depth) is not None)
+    return below, above
+
+
+def check_input_size(h, depth=4, what="input size"):
+    """Raise a ValueError naming the nearest valid sizes if h does not fit the U-Net."""
+    if output_size(h, depth) is None:
+        below, above = nearest_valid_sizes(h, depth)
+        near = f"{below} or {above}" if below else f"{above}"
+        raise ValueError(f"{what} {h} does not fit a depth-{depth} U-Net with valid "
+                         f"convolutions: the nearest valid sizes are {near} "
+                         f"(see tinyunet.valid_input_sizes(depth={depth}))")
+
+
+class UNet:
+    """The paper's U-Net. `forward` -> logits, `backward` -> parameter gradients.
+
+    x (N, in_channels, H, W) -> logits (N, n_classes, H', W'), H' = output_size(H, depth).
+    """
+
+    def __init__(self, in_channels=1, n_classes=2, base_channels=64, depth=4, dropout=0.0,
+                 dtype="float32", seed=0, device="cpu"):
+        if depth < 1 or base_channels < 1 or in_channels < 1 or n_classes < 1:
+            raise ValueError("in_channels, n_classes, base_channels and depth must be >= 1")
+        self.config = dict(in_channels=in_channels, n_classes=n_classes,
+                           base_channels=base_channels, depth=depth, dropout=dropout,
+                           dtype=str(np.dtype(dtype)), seed=seed)
+        self.depth, self.p_drop, self.dtype = depth, dropout, np.dtype(dtype)
+        self.device = "cpu"
+        self.params = OrderedDict()
+        rng = np.random.default_rng(seed)
+        ch = [base_channels * 2 ** i for i in range(depth + 1)]   # 64, 128, ..., 1024
+
+        def add(name, shape, fan_in):
+            # paper sec. 3: Gaussian with std sqrt(2 / N), N = inputs of one neuron
+            w = rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)
+            self.params[name + ".weight"] = w.astype(self.dtype)
+            bias_len = shape[1] if name.endswith("upconv") else shape[0]
+            self.params[name + ".bias"] = np.zeros(bias_len, self.dtype)
+
+        def add_conv3x3(name, c_in, c_out):
+            add(name, (c_out, c_in, 3, 3), 9 * c_in)
+
+        c_in = in_channels
+        for i in range(depth):
+            add_conv3x3(f"down{i}.conv1", c_in, ch[i])
+            add_conv3x3(f"down{i}.conv2", ch[i], ch[i])
+            c_in = ch[i]
+        add_conv3x3("bottom.conv1", ch[depth - 1], ch[depth])
+        add_conv3x3("bottom.conv2", ch[depth], ch[depth])
+        for i in reversed(range(depth)):
+            # each up-conv output pixel sees one input pixel of each of the C channels: N = C
+            add(f"up{i}.upconv", (ch[i + 1], ch[i], 2, 2), ch[i + 1])
+            add_conv3x3(f"up{i}.conv1", 2 * ch[i], ch[i])     # skip (ch[i]) + upsampled (ch[i])
+            add_conv3x3(f"up{i}.conv2", ch[i], ch[i])
+        add("out", (n_classes, ch[0], 1, 1), ch[0])
+        self._grads = OrderedDict((k, np.zeros_like(v)) for k, v in self.params.items())
+        self.rng = backend.default_rng(seed + 1, "cpu")        # dropout masks
+        self._tape = {}
+        self.to(device)
+
+    # ---- sizes and parameters -------------------------------------------------------------
+    def output_size(self, h):
+        """Output size for input size h; a ValueError naming the nearest valid sizes if invalid."""
+        check_input_size(h, self.depth)
+        return output_size(h, self.depth)
+
+    def valid_input_sizes(self, max_size=1024):
+        return valid_input_sizes(self.depth, max_size)
+
+    def num_parameters(self):
+        return int(sum(v.size for v in self.params.values()))
+
+    def num_convolutions(self):
+        """3x3 convs + up-convs + the 1x1 conv (the paper counts 23)."""
+        return sum(1 for k in self.params if k.endswith(".weight"))
+
+    def state_dict(self):
+        """Ordered name -> array (the live arrays, in forward order, PyTorch layouts)."""
+        return OrderedDict(self.params)
+
+    def grads(self):
+        """Ordered name -> gradient array, same keys as state_dict(), filled by backward()."""
+        return OrderedDict(self._grads)
+
+    def load_state_dict(self, state):
+        """Copy arrays from `state` (NumPy or CuPy) into the model; names and shapes must match."""
+        missing = [k for k in self.params if k not in state]
+        unexpected = [k for k in state if k not in self.params]
+        if missing or unexpected:
+            raise ValueError(f"load_state_dict: missing keys {missing[:5]}, unexpected keys "
+                             f"{unexpected[:5]} (expected {len(self.params)} keys like "
+                             f"'{next(iter(self.params))}')")
+        for k, v in self.params.items():
+            if tuple(state[k].shape) != v.shape:
+                raise ValueError(f"load_state_dict: '{k}' has shape {tuple(state[k].shape)}, "
+                                 f"the model expects {v.shape}")
+        for k in self.params:
+            src = backend.to_device(state[k], self.device).astype(self.dtype, copy=False)
+            self.params[k][...] = src
+
+    def to(self, device):
+        """Move parameters and gradients to "cpu" or "gpu" (in place); returns self."""
+        device = backend.resolve_device(device)
+        if device != self.device:
+            for d in (self.params, self._grads):
+                for k in d:
+                    d[k] = backend.to_device(d[k], device)
+            state = self.rng.bit_generator.state if device == "cpu" else None
+            self.rng = backend.default_rng(self.config["seed"] + 1, device)
+            if state is not None:
+                self.rng.bit_generator.state = state
+            self.device = device
+            self._tape = {}
+        return self
+
+    # ---- forward and backward -------------------------------------------------------------
+    def _check_input(self, x):
+        if getattr(x, "ndim", None) != 4:
+            raise ValueError(f"UNet.forward: expected x of shape (N, C, H, W), got "
+                             f"{getattr(x, 'shape', type(x))}")
+        if x.shape[1] != self.config["in_channels"]:
+            raise ValueError(f"UNet.forward: x has {x.shape[1]} channels, the model expects "
+                             f"{self.config['in_channels']}")
+        if backend.device_of(x) != self.device:
+            raise ValueError(f"UNet.forward: x is on the {backend.device_of(x)}, the model on "
+                             f"the {self.device}; move one with backend.to_device / model.to")
+        check_input_size(x.shape[2], self.depth, "input height")
+        check_input_size(x.shape[3], self.depth, "input width")
+        return x.astype(self.dtype, copy=False)
+
+    def _conv_relu(self, name, x):
+        p = self.params
+        z, self._tape[name] = conv3x3.forward(x, p[name + ".weight"], p[name + ".bias"])
+        y, self._tape[name + ".relu"] = relu.forward(z, inplace=True)
+        return y
+
+    def _conv_relu_backward(self, name, dy):
+        dz = relu.backward(dy, self._tape.pop(name + ".relu"))
+        dx, dw, db = conv3x3.backward(dz, self._tape.pop(name))
+        self._grads[name + ".weight"][...] = dw
+        self._grads[name + ".bias"][...] = db
+        return dx
+
+    def forward(self, x, train=False):
+        """x (N, C, H, W) -> logits (N, K, H', W'). train=True enables dropout."""
+        x = self._check_input(x)
+        p, tape = self.params, self._tape
+        tape.clear()
+        skips = []
+        h = x
+        for i in range(self.depth):                       # contracting path
+            h = self._conv_relu(f"down{i}.conv1", h)
+            h = self._conv_relu(f"down{i}.conv2", h)
+            skips.append(h)
+            h, tape[f"down{i}.pool"] = max_pool2x2.forward(h)
+        h = self._conv_relu("bottom.conv1", h)
+        h = self._conv_relu("bottom.conv2", h)
+        # paper sec. 3.1: "drop-out layers at the end of the contracting path"
+        h, tape["bottom.dropout"] = dropout.forward(h, self.p_drop, self.rng, train)
+        for i in reversed(range(self.depth)):             # expanding path
+            name = f"up{i}.upconv"
+            h, tape[name] = up_conv2x2.forward(h, p[name + ".weight"], p[name + ".bias"])
+            h, tape[f"up{i}.concat"] = crop_and_concat.forward(skips[i], h)
+            h = self._conv_relu(f"up{i}.conv1", h)
+            h = self._conv_relu(f"up{i}.conv2", h)
+        logits, tape["out"] = conv1x1.forward(h, p["out.weight"], p["out.bias"])
+        return logits
+
+    def backward(self, dlogits):
+        """dlogits (N, K, H', W') -> dx (N, C, H, W); fills grads(). Call after forward()."""
+        tape, g = self._tape, self._grads
+        if "out" not in tape:
+            raise RuntimeError("UNet.backward: call forward() first (each backward consumes "
+                               "the activations of one forward)")
+        dh, g["out.weight"][...], g["out.bias"][...] = conv1x1.backward(dlogits, tape.pop("out"))
+        dskips = {}
+        for i in range(self.depth):                       # expanding path, in reverse
+            dh = self._conv_relu_backward(f"up{i}.conv2", dh)
+            dh = self._conv_relu_backward(f"up{i}.conv1", dh)
+            dskips[i], dh = crop_and_concat.backward(dh, tape.pop(f"up{i}.concat"))
+            name = f"up{i}.upconv"
+            dh, g[name + ".weight"][...], g[name + ".bias"][...] = up_conv2x2.backward(
+                dh, tape.pop(name))
+        dh = dropout.backward(dh, tape.pop("bottom.dropout"))
+        dh = self._conv_relu_backward("bottom.conv2", dh)
+        dh = self._conv_relu_backward("bottom.conv1", dh)
+        for i in reversed(range(self.depth)):             # contracting path, in reverse
+            dh = max_pool2x2.backward(dh, tape.pop(f"down{i}.pool"))
+            dh += dskips.pop(i)                           # the skip connection's gradient
+            dh = self._conv_relu_backward(f"down{i}.conv2", dh)
+            dh = self._conv_relu_backward(f"down{i}.conv1", dh)
+        return dh
+
+    def predict_proba(self, x):
+        """Class probabilities (N, K, H', W') in evaluation mode."""
+        from .softmax_cross_entropy import softmax
+        out = softmax(self.forward(x, train=False))
+        self._tape.clear()
+        return out

@@ -1,0 +1,88 @@
+"""Optimizers that update a model's parameters in place from its gradients.
+
+SGD with momentum is the paper's choice (sec. 3: momentum 0.99, batch of one large tile, so that
+many previously seen samples determine each update). Adam is offered as an option.
+Both take `weight_decay` (L2, added to the gradient) and expose state_dict / load_state_dict so a
+checkpoint can resume a run exactly.
+"""
+from collections import OrderedDict
+
+from . import backend
+
+
+class _Optimizer:
+    def __init__(self, model, lr, weight_decay):
+        if lr <= 0:
+            raise ValueError(f"learning rate must be > 0, got {lr}")
+        self.model, self.lr, self.weight_decay = model, lr, weight_decay
+        self.steps = 0
+
+    def _grad(self, grads, name):
+        g = grads[name]
+        if self.weight_decay:
+            g = g + self.weight_decay * self.model.params[name]
+        return g
+
+    def _buffers(self):
+        return {}
+
+    def state_dict(self):
+        """Hyper-parameters, step count and per-parameter buffers (as NumPy arrays)."""
+        bufs = {b: OrderedDict((k, backend.to_numpy(v)) for k, v in d.items())
+                for b, d in self._buffers().items()}
+        return dict(lr=self.lr, weight_decay=self.weight_decay, steps=self.steps, buffers=bufs)
+
+    def load_state_dict(self, state):
+        self.lr, self.weight_decay, self.steps = state["lr"], state["weight_decay"], state["steps"]
+        for b, d in self._buffers().items():
+            for k in d:
+                d[k][...] = backend.to_device(state["buffers"][b][k], self.model.device)
+
+
+class SGD(_Optimizer):
+    """v <- momentum * v - lr * g;  param <- param + v   (paper: momentum = 0.99)."""
+
+    def __init__(self, model, lr=0.01, momentum=0.99, weight_decay=0.0):
+        super().__init__(model, lr, weight_decay)
+        self.momentum = momentum
+        self.velocity = OrderedDict((k, v * 0) for k, v in model.params.items())
+
+    def _buffers(self):
+        return {"velocity": self.velocity}
+
+    def step(self):
+        grads = self.model.grads()
+        for name, p in self.model.params.items():
+            v = self.velocity[name]
+            v *= self.momentum
+            v -= self.lr * self._grad(grads, name)
+            p += v
+        self.steps += 1
+
+
+class Adam(_Optimizer):
+    """Adam (Kingma and Ba, 2015) with bias correction."""
+
+    def __init__(self, model, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        super().__init__(model, lr, weight_decay)
+        self.betas, self.eps = betas, eps
+        self.m = OrderedDict((k, v * 0) for k, v in model.params.items())
+        self.v = OrderedDict((k, v * 0) for k, v in model.params.items())
+
+    def _buffers(self):
+        return {"m": self.m, "v": self.v}
+
+    def step(self):
+        self.steps += 1
+        b1, b2 = self.betas
+        c1, c2 = 1 - b1 ** self.steps, 1 - b2 ** self.steps
+        xp = backend.get_array_module(next(iter(self.model.params.values())))
+        grads = self.model.grads()
+        for name, p in self.model.params.items():
+            g = self._grad(grads, name)
+            m, v = self.m[name], self.v[name]
+            m *= b1
+            m += (1 - b1) * g
+            v *= b2
+            v += (1 - b2) * g * g
+            p -= self.lr * (m / c1) / (xp.sqrt(v / c2) + self.eps)

@@ -1,0 +1,65 @@
+"""Pixel-wise softmax and weighted cross-entropy, the paper's energy function (sec. 3, eq. 1).
+
+Shapes: logits (N, K, H, W), labels (N, H, W) integers in [0, K), weights (N, H, W) or None.
+
+    p_k(x) = exp(a_k(x)) / sum_k' exp(a_k'(x))                 (softmax over the class axis)
+    loss   = (1 / (N H W)) * sum_x w(x) * -log p_{l(x)}(x)       (w = 1 without a weight map)
+
+The paper prints E = sum w log p without the minus sign; the loss minimised is -sum w log p. We
+divide by the number of pixels (not by sum w) so the loss of one tile does not depend on how many
+border pixels it happens to contain. log p is computed as a - logsumexp(a), stable for any logits.
+
+    d loss / d a_k(x) = w(x) * (p_k(x) - [k == l(x)]) / (N H W)
+"""
+from .backend import get_array_module
+
+
+def _check(logits, labels, weights):
+    xp = get_array_module(logits)
+    if logits.ndim != 4:
+        raise ValueError(f"softmax_cross_entropy: logits must be (N, K, H, W), got {logits.shape}")
+    n, k, h, w = logits.shape
+    if labels.shape != (n, h, w):
+        raise ValueError(f"softmax_cross_entropy: labels shape {labels.shape} does not match the "
+                         f"logits (N, H, W) = {(n, h, w)}")
+    if labels.dtype.kind not in "iub":
+        raise ValueError(f"softmax_cross_entropy: labels must be integers, got {labels.dtype}")
+    lo, hi = int(labels.min()), int(labels.max())
+    if lo < 0 or hi >= k:
+        bad = xp.unique(labels[(labels < 0) | (labels >= k)])
+        raise ValueError(f"softmax_cross_entropy: labels must be in [0, {k}) for K = {k} classes; "
+                         f"found {bad.tolist()[:10]}")
+    if weights is not None and weights.shape != (n, h, w):
+        raise ValueError(f"softmax_cross_entropy: weights shape {weights.shape} does not match "
+                         f"the labels {(n, h, w)}")
+
+
+def log_softmax(logits):
+    """log p over axis 1 via log-sum-exp: a - max - log(sum exp(a - max))."""
+    xp = get_array_module(logits)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    return shifted - xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
+
+
+def softmax(logits):
+    """Class probabilities (N, K, H, W)."""
+    xp = get_array_module(logits)
+    return xp.exp(log_softmax(logits))
+
+
+def softmax_cross_entropy(logits, labels, weights=None):
+    """Returns (loss, dlogits): a Python float and an array shaped like logits."""
+    xp = get_array_module(logits)
+    _check(logits, labels, weights)
+    n, k, h, w = logits.shape
+    logp = log_softmax(logits)                                     # (N, K, H, W)
+    lab = labels.astype(xp.int64)[:, None]                        # (N, 1, H, W)
+    nll = -xp.take_along_axis(logp, lab, axis=1)[:, 0]            # (N, H, W)
+    scale = 1.0 / (n * h * w)
+    wmap = xp.ones_like(nll) if weights is None else weights.astype(logits.dtype)
+    loss = float((wmap * nll).sum()) * scale
+    # dlogits = w * (p - onehot(l)) / (N H W)
+    classes = xp.arange(k).reshape(1, k, 1, 1)
+    dlogits = xp.exp(logp) - (classes == lab)                      # p - onehot(l)
+    dlogits *= (wmap * scale)[:, None]
+    return loss, dlogits
