@@ -11,16 +11,18 @@ so the sum over (c, a, d) becomes one matrix product with w reshaped to (F, C*9)
 from .backend import get_array_module
 
 
-def im2col(x):
+def im2col(x, out=None):
     """(N, C, H, W) -> cols (N, C*9, H'*W') with cols[n, c*9 + a*3 + d, i*W' + j] = x[n, c, i+a, j+d].
 
     Nine strided block copies (one per kernel offset (a, d)); each copies whole rows, which is why
-    this is fast in NumPy and CuPy alike.
+    this is fast in NumPy and CuPy alike. `out`, if given, is a buffer of N*C*9*H'*W' elements
+    to fill (reusing it across steps spares the page faults of a fresh 100 MB+ allocation).
     """
     xp = get_array_module(x)
     n, c, h, w = x.shape
     ho, wo = h - 2, w - 2
-    cols = xp.empty((n, c, 3, 3, ho, wo), dtype=x.dtype)
+    shape = (n, c, 3, 3, ho, wo)
+    cols = xp.empty(shape, dtype=x.dtype) if out is None else out.reshape(shape)
     for a in range(3):
         for d in range(3):
             cols[:, :, a, d] = x[:, :, a:a + ho, d:d + wo]
@@ -40,8 +42,11 @@ def col2im(dcols, shape):
     return dx
 
 
-def forward(x, w, b):
-    """y = conv3x3(x, w) + b. Returns (y, cache); cache keeps cols and w for backward."""
+def forward(x, w, b, cols_buffer=None):
+    """y = conv3x3(x, w) + b. Returns (y, cache); cache keeps cols and w for backward.
+
+    `cols_buffer`: optional preallocated im2col buffer (see im2col), owned by the caller.
+    """
     n, c, h, wd = x.shape
     f = w.shape[0]
     if x.ndim != 4 or w.shape[1:] != (c, 3, 3) or b.shape != (f,):
@@ -49,14 +54,18 @@ def forward(x, w, b):
                          "x (N, C, H, W), w (F, C, 3, 3), b (F,)")
     if h < 3 or wd < 3:
         raise ValueError(f"conv3x3: input {h}x{wd} is smaller than the 3x3 kernel")
-    cols = im2col(x)                                  # (N, C*9, H'*W')
+    cols = im2col(x, cols_buffer)                     # (N, C*9, H'*W')
     y = w.reshape(f, c * 9) @ cols                    # (N, F, H'*W'), batched GEMM
     y += b[:, None]
     return y.reshape(n, f, h - 2, wd - 2), (cols, w, x.shape)
 
 
-def backward(dy, cache):
-    """dy (N, F, H', W') -> (dx (N, C, H, W), dw (F, C, 3, 3), db (F,))."""
+def backward(dy, cache, scratch=None):
+    """dy (N, F, H', W') -> (dx (N, C, H, W), dw (F, C, 3, 3), db (F,)).
+
+    `scratch`: optional buffer of at least N*C*9*H'*W' elements for the column gradient.
+    """
+    xp = get_array_module(dy)
     cols, w, xshape = cache
     n, f = dy.shape[:2]
     dy = dy.reshape(n, f, -1)                         # (N, F, H'*W')
@@ -64,5 +73,6 @@ def backward(dy, cache):
     # dw[f, k] = sum_n sum_p dy[n, f, p] * cols[n, k, p]: one GEMM per image, summed.
     dw = sum(dy[i] @ cols[i].T for i in range(n)).reshape(w.shape)
     db = dy.sum(axis=(0, 2))
-    dcols = w2.T @ dy                                 # (N, C*9, H'*W')
+    dcols = None if scratch is None else scratch[:cols.size].reshape(cols.shape)
+    dcols = xp.matmul(w2.T, dy, out=dcols)            # (N, C*9, H'*W')
     return col2im(dcols, xshape), dw, db
