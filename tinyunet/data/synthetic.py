@@ -40,7 +40,7 @@ def _one_image(rng, size, cell_size, membrane):
     img = rng.uniform(0.55, 0.8, ids.size)[inverse.reshape(size, size)]
     img += 0.08 * ndi.gaussian_filter(rng.standard_normal((size, size)), 3) * 3
     yy, xx = np.mgrid[:size, :size]
-    for _ in range(rng.integers(size * size // 4000, size * size // 2000)):
+    for _ in range(rng.integers(size * size // 4000, size * size // 2000 + 1)):
         cy, cx, r = rng.uniform(0, size), rng.uniform(0, size), rng.uniform(2, 5)
         img[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] -= 0.3
     img[thick] = rng.uniform(0.1, 0.25)

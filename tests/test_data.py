@@ -1,0 +1,60 @@
+"""Data loading: the ISBI files, folders of pairs, the synthetic set, and clear errors."""
+import numpy as np
+import pytest
+import tifffile
+
+from tinyunet.data import labels_to_classes, load_isbi, load_pairs, synthetic_em
+
+
+def write_isbi(folder, images, labels):
+    folder.mkdir(exist_ok=True)
+    tifffile.imwrite(folder / "train-volume.tif", images, photometric="minisblack")
+    tifffile.imwrite(folder / "train-labels.tif", labels, photometric="minisblack")
+    return folder
+
+
+def test_synthetic_set_is_seeded_and_em_like():
+    a, la = synthetic_em(n=2, size=96, seed=3)
+    b, lb = synthetic_em(n=2, size=96, seed=3)
+    np.testing.assert_array_equal(a, b)
+    assert a.dtype == la.dtype == np.uint8 and set(np.unique(la)) == {0, 255}
+    assert 0.1 < (la == 0).mean() < 0.4                     # membranes, as in ISBI (~22 %)
+    assert a[la == 0].mean() < a[la == 255].mean() - 40     # dark membranes
+
+
+def test_isbi_round_trip_and_errors(tmp_path):
+    images, labels = synthetic_em(n=3, size=32, seed=0)
+    imgs, labs, test = load_isbi(write_isbi(tmp_path / "ok", images, labels))
+    np.testing.assert_array_equal(imgs, images)
+    assert test is None
+    np.testing.assert_array_equal(labels_to_classes(labs), labels == 255)
+    with pytest.raises(ValueError, match="3 images but 2 label images"):
+        load_isbi(write_isbi(tmp_path / "count", images, labels[:2]))
+    with pytest.raises(ValueError, match="images are 32x32 but labels are 32x30"):
+        load_isbi(write_isbi(tmp_path / "size", images, labels[:, :, :30]))
+    bad = labels.copy()
+    bad[0, 0, :2] = [128, 7]
+    with pytest.raises(ValueError, match=r"0 \(membrane\) and 255.*found also \[7, 128\]"):
+        load_isbi(write_isbi(tmp_path / "values", images, bad))
+    with pytest.raises(FileNotFoundError, match="missing train-volume.tif, train-labels.tif"):
+        load_isbi(tmp_path / "nothing")
+
+
+def test_isbi_shared_data(isbi_dir):
+    images, labels, test = load_isbi(isbi_dir)
+    assert images.shape == labels.shape == test.shape == (30, 512, 512)
+
+
+def test_folder_of_pairs(tmp_path):
+    import matplotlib.image as mpimg
+    images, labels = synthetic_em(n=2, size=32, seed=0)
+    for k in range(2):
+        mpimg.imsave(tmp_path / f"{k:03d}_image.png", images[k], cmap="gray", vmin=0, vmax=255)
+        tifffile.imwrite(tmp_path / f"{k:03d}_label.tif", labels[k])
+    imgs, labs = load_pairs(tmp_path)
+    assert imgs.shape == labs.shape == (2, 32, 32)
+    np.testing.assert_array_equal(labs, labels)
+    assert np.abs(imgs.astype(int) - images).max() <= 1
+    (tmp_path / "002_image.png").write_bytes((tmp_path / "000_image.png").read_bytes())
+    with pytest.raises(ValueError, match="3 image files but 2 label files"):
+        load_pairs(tmp_path)

@@ -1,0 +1,89 @@
+"""Training samples as in the paper (sec. 3, 3.1): one large tile per step, augmented.
+
+A sample is an input tile T x T cut from the image mirrored at its borders, and the label and
+weight-map tiles of the output size O x O, aligned with the valid-padding output (the output
+tile is the input tile's centre). One elastic deformation (kernels.elastic: 3x3 grid, 10 px)
+moves image, labels and weights together; then a random flip / 90-degree rotation and a random
+grey-value change (gain and offset) of the image.
+"""
+import numpy as np
+
+from kernels.elastic import deform_grid, random_displacement
+from kernels.weight_map import class_weight_map, instances_from_mask, weight_map
+
+from .isbi import labels_to_classes
+
+WEIGHTINGS = ("paper", "balanced", "none")
+
+
+def normalisation(images):
+    """(mean, std) of the grey values of uint8 images scaled to [0, 1]."""
+    x = np.asarray(images, np.float64) / 255.0
+    return float(x.mean()), float(x.std() or 1.0)
+
+
+def normalise(images, mean, std):
+    """uint8 grey values -> float32 (x / 255 - mean) / std."""
+    return ((np.asarray(images, np.float32) / 255.0 - mean) / std).astype(np.float32)
+
+
+def loss_weights(labels, weighting="paper", w0=10.0, sigma=5.0):
+    """Per-image loss weights (N, H, W) float32 for ISBI labels (255 = cell).
+
+    "paper": eq. 2 (balanced w_c plus the border term); "balanced": w_c alone; "none": ones.
+    """
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+    out = []
+    for lab in labels:
+        inst = instances_from_mask(lab, foreground=255)
+        if weighting == "paper":
+            out.append(weight_map(inst, w0=w0, sigma=sigma))
+        else:
+            out.append(class_weight_map(inst, "balanced" if weighting == "balanced" else None))
+    return np.stack(out)
+
+
+class TileSampler:
+    """Draws (x, labels, weights) training samples from normalised images.
+
+    images: float32 (N, H, W), normalised; labels: ISBI labels uint8 (N, H, W); weights: float32
+    (N, H, W) (see loss_weights). tile: input tile size T; out: its output size O.
+    """
+
+    def __init__(self, images, labels, weights, tile, out, elastic=True, sigma=10.0, grid=3,
+                 flips=True, grey=True):
+        if (tile - out) % 2:
+            raise ValueError(f"tile {tile} and output {out} must differ by an even number")
+        self.images = np.asarray(images, np.float32)
+        self.classes = labels_to_classes(labels).astype(np.uint8)
+        self.weights = np.asarray(weights, np.float32)
+        self.tile, self.out, self.margin = tile, out, (tile - out) // 2
+        self.elastic, self.sigma, self.grid = elastic, sigma, grid
+        self.flips, self.grey = flips, grey
+
+    def sample(self, rng):
+        """One sample: x (1, 1, T, T) float32, labels (1, O, O) int64, weights (1, O, O) float32."""
+        k = int(rng.integers(len(self.images)))
+        h, w = self.images.shape[1:]
+        # output-tile origin: anywhere the output tile fits (mirrored context beyond the image)
+        oy = int(rng.integers(min(0, h - self.out), max(0, h - self.out) + 1))
+        ox = int(rng.integers(min(0, w - self.out), max(0, w - self.out) + 1))
+        disp = (random_displacement(self.grid, self.sigma, rng) if self.elastic
+                else np.zeros((2, self.grid, self.grid)))
+        # one field for all three: cubic image, nearest labels, linear weights (paper sec. 3.1)
+        img, lab, wts = deform_grid([self.images[k], self.classes[k], self.weights[k]], disp,
+                                    order=[3, 0, 1], out_shape=(self.tile, self.tile),
+                                    offset=(oy - self.margin, ox - self.margin))
+        c = slice(self.margin, self.margin + self.out)
+        lab, wts = lab[c, c], wts[c, c]
+        if self.flips:                                   # tiles are square: centres stay aligned
+            r, flip = int(rng.integers(4)), bool(rng.integers(2))
+            img, lab, wts = (np.rot90(a, r) for a in (img, lab, wts))
+            if flip:
+                img, lab, wts = img[:, ::-1], lab[:, ::-1], wts[:, ::-1]
+        if self.grey:                                    # grey-value change: gain and offset
+            img = img * np.float32(np.exp(rng.normal(0.0, 0.1))) + np.float32(rng.normal(0.0, 0.1))
+        return (np.ascontiguousarray(img, np.float32)[None, None],
+                np.ascontiguousarray(lab, np.int64)[None],
+                np.ascontiguousarray(wts, np.float32)[None])
