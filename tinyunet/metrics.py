@@ -70,7 +70,8 @@ def slice_metrics(prob, truth, thresholds=THRESHOLDS):
     prob, truth = _check(prob, truth)
     f1 = max(f1_score(prob > t, truth) for t in thresholds)
     rf = max(rand_fscore(prob > t, truth) for t in thresholds)
-    return {"pixel_error": 1.0 - f1, "rand_error": 1.0 - rf, "iou": iou(prob > 0.5, truth)}
+    return {"pixel_error": float(1.0 - f1), "rand_error": float(1.0 - rf),
+            "iou": float(iou(prob > 0.5, truth))}
 
 
 def evaluate(probs, truths, thresholds=THRESHOLDS):
