@@ -5,8 +5,8 @@
     python examples/train_isbi.py --data ../shared/data/isbi2012 --preset paper --device gpu
     python examples/train_isbi.py --resume runs/20261121-180000-cpu     # continue a run
 
-With no arguments it trains a small network on a synthetic EM-like data set for a minute or two
-on the CPU and shows the validation metrics before and after. With --data it uses the ISBI files
+With no arguments it trains a small network on a synthetic EM-like data set for about half a
+minute on the CPU and shows the validation metrics before and after. With --data it uses the ISBI files
 in that folder (train-volume.tif, train-labels.tif): slices 0-24 for training, 25-29 for
 validation. Each run writes a run directory (checkpoints, log, figures); see tinyunet/train.py.
 """
