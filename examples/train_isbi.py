@@ -11,13 +11,11 @@ in that folder (train-volume.tif, train-labels.tif): slices 0-24 for training, 2
 validation. Each run writes a run directory (checkpoints, log, figures); see tinyunet/train.py.
 """
 import argparse
-import dataclasses
 import json
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a checkout, too
 
