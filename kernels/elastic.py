@@ -61,6 +61,17 @@ def _round_half_away(v):
 
 
 @njit(cache=True, inline="always")
+def _fold(v, n):
+    """Position v mirrored into [0, n - 1] (period 2n - 2). The spline of mirrored coefficients is
+    symmetric about 0 and n - 1, so it has the same value at v and at _fold(v, n)."""
+    if n == 1:
+        return 0.0
+    period = 2.0 * (n - 1)
+    v = v - period * np.floor(v / period)
+    return min(v, period - v)
+
+
+@njit(cache=True, inline="always")
 def _source_position(rows_y, rows_x, tap_idx, tap_wt, oy, ox, i, j):
     """(y, x) = (oy + i + dy(i, j), ox + j + dx(i, j)), the field evaluated from its separable
     factors (see field_factors): dy(i, j) = sum_t rows_y[i, tap_idx[t, j]] * tap_wt[t, j]."""
@@ -98,38 +109,29 @@ def _warp_linear(src, rows_y, rows_x, tap_idx, tap_wt, oy, ox, out):
                          + ty * ((1 - tx) * src[y1, x0] + tx * src[y1, x1]))
 
 
-@njit(cache=True, inline="always")
-def _cubic_row(coef, r, c0, c1, c2, c3, wx0, wx1, wx2, wx3):
-    return wx0 * coef[r, c0] + wx1 * coef[r, c1] + wx2 * coef[r, c2] + wx3 * coef[r, c3]
-
-
 @njit(parallel=True, cache=True, fastmath=True)
 def _warp_cubic(coef, rows_y, rows_x, tap_idx, tap_wt, oy, ox, out):
-    """order 3: the cubic spline with coefficients `coef` at (y, x).
-
-    A 4x4 neighbourhood of coefficients weighted by the separable B-spline weights; the indices
-    are mirrored (a no-op inside the image). Scalars only: nothing is allocated in the loop.
-    """
-    h, w = coef.shape
+    """order 3: the cubic spline at (y, x). `coef` holds the image's spline coefficients inside a
+    2-pixel mirrored frame (spline_filter(image, frame=2)): after folding (y, x) into the image,
+    all 16 taps fall inside the frame, so the loop has no per-tap mirroring and no branches."""
+    h, w = coef.shape[0] - 4, coef.shape[1] - 4
     for i in prange(out.shape[0]):
         for j in range(out.shape[1]):
             y, x = _source_position(rows_y, rows_x, tap_idx, tap_wt, oy, ox, i, j)
+            y, x = _fold(y, h), _fold(x, w)
             fy, fx = np.floor(y), np.floor(x)
             wy0, wy1, wy2, wy3 = _bspline3_weights(y - fy)
             wx0, wx1, wx2, wx3 = _bspline3_weights(x - fx)
-            iy, ix = int(fy), int(fx)
-            if 1 <= iy < h - 2 and 1 <= ix < w - 2:      # all 16 taps inside: no folding
-                r0, r1, r2, r3 = iy - 1, iy, iy + 1, iy + 2
-                c0, c1, c2, c3 = ix - 1, ix, ix + 1, ix + 2
-            else:
-                r0, r1 = _mirror(iy - 1, h), _mirror(iy, h)
-                r2, r3 = _mirror(iy + 1, h), _mirror(iy + 2, h)
-                c0, c1 = _mirror(ix - 1, w), _mirror(ix, w)
-                c2, c3 = _mirror(ix + 1, w), _mirror(ix + 2, w)
-            out[i, j] = (wy0 * _cubic_row(coef, r0, c0, c1, c2, c3, wx0, wx1, wx2, wx3)
-                         + wy1 * _cubic_row(coef, r1, c0, c1, c2, c3, wx0, wx1, wx2, wx3)
-                         + wy2 * _cubic_row(coef, r2, c0, c1, c2, c3, wx0, wx1, wx2, wx3)
-                         + wy3 * _cubic_row(coef, r3, c0, c1, c2, c3, wx0, wx1, wx2, wx3))
+            r, c = int(fy) + 1, int(fx) + 1           # tap -1 in framed coordinates
+            out[i, j] = (
+                wy0 * (wx0 * coef[r, c] + wx1 * coef[r, c + 1]
+                       + wx2 * coef[r, c + 2] + wx3 * coef[r, c + 3])
+                + wy1 * (wx0 * coef[r + 1, c] + wx1 * coef[r + 1, c + 1]
+                         + wx2 * coef[r + 1, c + 2] + wx3 * coef[r + 1, c + 3])
+                + wy2 * (wx0 * coef[r + 2, c] + wx1 * coef[r + 2, c + 1]
+                         + wx2 * coef[r + 2, c + 2] + wx3 * coef[r + 2, c + 3])
+                + wy3 * (wx0 * coef[r + 3, c] + wx1 * coef[r + 3, c + 1]
+                         + wx2 * coef[r + 3, c + 2] + wx3 * coef[r + 3, c + 3]))
 
 
 @njit(cache=True)
@@ -150,17 +152,40 @@ def _spline_taps(n_out, n_coef):
     return idx, wt
 
 
+@njit(cache=True)
 def _spline_matrix(n_out, n_coef):
     """(n_out, n_coef) matrix M with (M @ c)[i] = the cubic spline of coefficients c at pixel i."""
     idx, wt = _spline_taps(n_out, n_coef)
     m = np.zeros((n_out, n_coef))
-    for a in range(4):
-        np.add.at(m, (np.arange(n_out), idx[a]), wt[a])
+    for i in range(n_out):
+        for a in range(4):
+            m[i, idx[a, i]] += wt[a, i]
     return m
 
 
 @njit(cache=True)
-def _prefilter_line(s, c):
+def _causal_init_weights(n):
+    """Weights wk with c+[0] = sum_k wk[k] s[k]: the causal recursion's start for the mirrored
+    signal (Unser 1999). Exact for n <= _HORIZON; beyond, z**k is below 1e-22 and truncated."""
+    z = Z3
+    m = min(n, _HORIZON)
+    wk = np.empty(m)
+    if n == 1:
+        wk[0] = 1.0
+    elif n <= _HORIZON:                # one period of the mirrored signal, summed exactly
+        norm = 1.0 - z ** (2 * n - 2)
+        wk[0] = 1.0 / norm
+        for k in range(1, n - 1):
+            wk[k] = (z ** k + z ** (2 * n - 2 - k)) / norm
+        wk[n - 1] = z ** (n - 1) / norm
+    else:
+        for k in range(m):
+            wk[k] = z ** k
+    return wk
+
+
+@njit(cache=True)
+def _prefilter_line(s, c, wk):
     """Cubic B-spline coefficients of the samples s (1-D), mirror border, written into c
     (c may be s itself: each s[k] is read before c[k] is written).
 
@@ -173,22 +198,10 @@ def _prefilter_line(s, c):
     if n == 1:
         c[0] = s[0]
         return
-    # causal init: sum over one period of the mirrored signal (truncated where z**k vanishes)
-    if n <= _HORIZON:
-        zn = z ** (n - 1)
-        acc = s[0] + zn * s[n - 1]
-        zk, z2 = z, zn * zn / z
-        for k in range(1, n - 1):
-            acc += (zk + z2) * s[k]
-            zk *= z
-            z2 /= z
-        c[0] = acc / (1.0 - zn * zn)
-    else:
-        acc, zk = s[0], z
-        for k in range(1, _HORIZON):
-            acc += zk * s[k]
-            zk *= z
-        c[0] = acc
+    acc = 0.0
+    for k in range(wk.shape[0]):
+        acc += wk[k] * s[k]
+    c[0] = acc
     for k in range(1, n):
         c[k] = s[k] + z * c[k - 1]
     c[n - 1] = (z / (z * z - 1.0)) * (c[n - 1] + z * c[n - 2])
@@ -198,16 +211,61 @@ def _prefilter_line(s, c):
         c[k] *= 6.0                                   # gain (1 - z)(1 - 1/z)
 
 
+@njit(cache=True)
+def _prefilter_columns(a, j0, j1, wk, start):
+    """The same recursion down the columns j0..j1 of `a`, in place, all columns of the block at
+    once (the inner loop runs along a row: contiguous, vectorised). `start`: scratch row."""
+    n = a.shape[0]
+    z = Z3
+    if n == 1:
+        return
+    for j in range(j0, j1):
+        start[j - j0] = 0.0
+    for k in range(wk.shape[0]):
+        for j in range(j0, j1):
+            start[j - j0] += wk[k] * a[k, j]
+    for j in range(j0, j1):
+        a[0, j] = start[j - j0]
+    for i in range(1, n):
+        for j in range(j0, j1):
+            a[i, j] += z * a[i - 1, j]
+    g = z / (z * z - 1.0)
+    for j in range(j0, j1):
+        a[n - 1, j] = g * (a[n - 1, j] + z * a[n - 2, j])
+    for i in range(n - 2, -1, -1):
+        for j in range(j0, j1):
+            a[i, j] = z * (a[i + 1, j] - a[i, j])
+    for i in range(n):
+        for j in range(j0, j1):
+            a[i, j] *= 6.0
+
+
+_BLOCK = 64                      # columns per parallel block of the column pass
+
+
 @njit(parallel=True, cache=True)
-def spline_filter(image):
+def spline_filter(image, frame=0):
     """2-D cubic B-spline prefilter, mirror border (= scipy.ndimage.spline_filter(order=3,
-    mode="mirror")), rows then columns, lines in parallel. Returns float64 coefficients."""
+    mode="mirror")): rows in parallel, then columns in parallel blocks. Returns float64
+    coefficients inside a mirrored frame of `frame` pixels on each side
+    (out[frame:-frame, frame:-frame] is the filter itself)."""
     h, w = image.shape
-    out = np.empty((h, w))
+    out = np.empty((h + 2 * frame, w + 2 * frame))
+    inner = out[frame:frame + h, frame:frame + w]
+    wk_rows, wk_cols = _causal_init_weights(w), _causal_init_weights(h)
     for i in prange(h):                               # rows
-        _prefilter_line(image[i], out[i])
-    for j in prange(w):                               # columns, in place (strided views)
-        _prefilter_line(out[:, j], out[:, j])
+        _prefilter_line(image[i], inner[i], wk_rows)
+    n_blocks = (w + _BLOCK - 1) // _BLOCK
+    scratch = np.empty((n_blocks, _BLOCK))
+    for b in prange(n_blocks):                        # columns, in place
+        _prefilter_columns(inner, b * _BLOCK, min(w, (b + 1) * _BLOCK), wk_cols, scratch[b])
+    for i in range(frame, frame + h):                 # the frame: mirrored coefficients,
+        for k in range(frame):                        # left and right of each row ...
+            out[i, k] = inner[i - frame, _mirror(k - frame, w)]
+            out[i, frame + w + k] = inner[i - frame, _mirror(w + k, w)]
+    for k in range(frame):                            # ... then whole rows above and below
+        out[k] = out[frame + _mirror(k - frame, h)]
+        out[frame + h + k] = out[frame + _mirror(h + k, h)]
     return out
 
 
@@ -220,6 +278,19 @@ def random_displacement(grid=3, sigma=10.0, rng=None):
         raise ValueError(f"grid must be >= 2 (points on the corners), got {grid}")
     rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
     return rng.normal(0.0, sigma, size=(2, grid, grid))
+
+
+@njit(cache=True)
+def _spline_filter_small(a):
+    """spline_filter for the coarse grid, serially (a parallel launch costs more than the work)."""
+    h, w = a.shape
+    out = np.empty((h, w))
+    wk_rows, wk_cols = _causal_init_weights(w), _causal_init_weights(h)
+    for i in range(h):
+        _prefilter_line(a[i], out[i], wk_rows)
+    for j in range(w):
+        _prefilter_line(out[:, j], out[:, j], wk_cols)
+    return out
 
 
 def _check_displacement(displacement):
@@ -238,7 +309,8 @@ def field_factors(displacement, shape):
     displacement = _check_displacement(displacement)
     (h, w), (g0, g1) = shape, displacement.shape[1:]
     my = _spline_matrix(h, g0)
-    rows_y, rows_x = (np.ascontiguousarray(my @ spline_filter(displacement[c])) for c in range(2))
+    rows_y, rows_x = (np.ascontiguousarray(my @ _spline_filter_small(displacement[c]))
+                      for c in range(2))
     return (rows_y, rows_x) + _spline_taps(w, g1)
 
 
@@ -248,7 +320,7 @@ def dense_displacement(displacement, shape):
     displacement = _check_displacement(displacement)
     h, w = shape
     my, mx = _spline_matrix(h, displacement.shape[1]), _spline_matrix(w, displacement.shape[2])
-    return np.stack([my @ spline_filter(displacement[c]) @ mx.T for c in range(2)])
+    return np.stack([my @ _spline_filter_small(displacement[c]) @ mx.T for c in range(2)])
 
 
 def _as_list(arrays):
@@ -292,7 +364,7 @@ def deform_grid(arrays, displacement, order=3, mode="mirror", out_shape=None, of
         elif o == 1:
             _warp_linear(a, *field, oy, ox, out)
         else:
-            _warp_cubic(spline_filter(a), *field, oy, ox, out)
+            _warp_cubic(spline_filter(a, 2), *field, oy, ox, out)
         outs.append(out if out.dtype == a.dtype else _cast(out, a.dtype))
     return outs[0] if single else outs
 
