@@ -109,7 +109,7 @@ def main(argv=None):
     if trainer.step == 0:
         before = trainer.validate()
         print("before training: " + fmt(before))
-        trainer._log(dict(step=0, val=before))
+        trainer.log(dict(step=0, val=before))
     try:
         trainer.run()
     except KeyboardInterrupt as e:

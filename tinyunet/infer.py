@@ -85,16 +85,20 @@ def predict_tiled(model, image, tile=572, batch=1, tta=False, progress=False):
     return result[:, :h, :w]
 
 
+def _covering_input(size, depth):
+    """The smallest valid input size whose output covers `size` pixels."""
+    s = size
+    while output_size(s, depth) is None or output_size(s, depth) < size:
+        s += 1
+    return s
+
+
 def predict_whole(model, image):
     """Class probabilities (K, H, W) from ONE forward pass over the whole mirrored image (the
     input is extended to the smallest valid size). The reference that predict_tiled equals."""
     image = _as_chw(image)
     c, h, w = image.shape
-    # the smallest valid input covering the image plus the margin on each side
-    t = next(s for s in range(h, h + 10 * 2 ** model.depth + 400)
-             if output_size(s, model.depth) is not None and output_size(s, model.depth) >= h)
-    u = next(s for s in range(w, w + 10 * 2 ** model.depth + 400)
-             if output_size(s, model.depth) is not None and output_size(s, model.depth) >= w)
+    t, u = _covering_input(h, model.depth), _covering_input(w, model.depth)
     my, mx = (t - output_size(t, model.depth)) // 2, (u - output_size(u, model.depth)) // 2
     padded = mirror_pad(image.astype(model.dtype), my, t - h - my, mx, u - w - mx)
     probs = model.predict_proba(backend.to_device(padded[None], model.device))

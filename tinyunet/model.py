@@ -18,6 +18,7 @@ from collections import OrderedDict
 import numpy as np
 
 from . import backend, conv1x1, conv3x3, crop_and_concat, dropout, max_pool2x2, relu, up_conv2x2
+from .softmax_cross_entropy import softmax
 
 
 def output_size(h, depth=4):
@@ -206,9 +207,8 @@ class UNet:
     def _conv_relu_backward(self, name, dy):
         dz = relu.backward(dy, self._tape.pop(name + ".relu"))
         cache = self._tape.pop(name)
-        cols = cache[0]                               # one scratch, the size of the largest cols
-        scratch = self._buffer("scratch", max(b.size for k, b in self._workspace.items()
-                                              if k.endswith(".cols")), cols.dtype)
+        cols = cache[0]                               # one scratch shared by all layers; it
+        scratch = self._buffer("scratch", cols.size, cols.dtype)   # grows to the largest
         dx, dw, db = conv3x3.backward(dz, cache, scratch)
         self._grads[name + ".weight"][...] = dw
         self._grads[name + ".bias"][...] = db
@@ -266,7 +266,6 @@ class UNet:
 
     def predict_proba(self, x):
         """Class probabilities (N, K, H', W') in evaluation mode."""
-        from .softmax_cross_entropy import softmax
         out = softmax(self.forward(x, train=False))
         self._tape.clear()
         return out

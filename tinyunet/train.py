@@ -184,8 +184,7 @@ class Trainer:
                     else Adam(self.model, cfg.lr, weight_decay=cfg.weight_decay))
         self.rng = np.random.default_rng(cfg.seed)
         self.step, self.best = 0, math.inf
-        weighting = cfg.weighting
-        weights = loss_weights(train_labels, weighting, cfg.w0, cfg.sigma)
+        weights = loss_weights(train_labels, cfg.weighting, cfg.w0, cfg.sigma)
         self.sampler = TileSampler(normalise(train_images, self.mean, self.std), train_labels,
                                    weights, cfg.tile, self.out, elastic=cfg.elastic)
         self.val_x = normalise(self.val_images, self.mean, self.std)
@@ -219,7 +218,6 @@ class Trainer:
         except KeyError as e:
             raise CheckpointError(f"{path}: optimizer state lacks {e} (was it trained with "
                                   f"another optimizer?)") from None
-        self.opt.lr = self.cfg.lr
         self.step, self.best = meta["step"], meta["best"]
         self.rng.bit_generator.state = meta["data_rng"]
         if meta.get("dropout_rng") and self.model.device == "cpu":
@@ -231,18 +229,15 @@ class Trainer:
         _atomic_write(log, lambda f: f.write("".join(l + "\n" for l in kept).encode()))
 
     # ---- the loop ---------------------------------------------------------------------------
-    def _log(self, record):
+    def log(self, record):
+        """Append one record to the run's log.jsonl."""
         with open(self.run_dir / "log.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
 
     def train_step(self):
         """One SGD step on one augmented tile; returns the loss."""
-        x, y, w = self.sampler.sample(self.rng)
-        if self.cfg.weighting == "none":
-            w = None
-        dev = self.model.device
-        x, y = backend.to_device(x, dev), backend.to_device(y, dev)
-        w = None if w is None else backend.to_device(w, dev)
+        # weighting "none" samples weights of 1: the plain cross-entropy
+        x, y, w = (backend.to_device(a, self.model.device) for a in self.sampler.sample(self.rng))
         loss, dlogits = softmax_cross_entropy(self.model.forward(x, train=True), y, w)
         self.model.backward(dlogits)
         self.opt.lr = learning_rate(self.cfg, self.step)
@@ -278,12 +273,12 @@ class Trainer:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self.opt.lr:.2e}")
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                    self._log(dict(step=self.step, loss=float(np.mean(losses)), lr=self.opt.lr,
+                    self.log(dict(step=self.step, loss=float(np.mean(losses)), lr=self.opt.lr,
                                    seconds=round(time.perf_counter() - t0, 3)))
                     losses = []
                 if self.step % cfg.val_every == 0 or self.step == cfg.steps:
                     val = self.validate()
-                    self._log(dict(step=self.step, val=val))
+                    self.log(dict(step=self.step, val=val))
                     bar.write(f"step {self.step}: " + ", ".join(f"{k} {v:.4f}"
                                                                 for k, v in val.items()))
                     if val["rand_error"] < self.best:
