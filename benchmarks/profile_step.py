@@ -1,9 +1,13 @@
-"""Where one training step's time goes: seconds per op (forward, backward, im2col, col2im).
+"""Where one training step's time goes: seconds per op, and inside the 3x3 convolutions, the
+GEMMs against the copies (im2col, col2im) and the fused bias/ReLU passes.
 
-    python benchmarks/profile_step.py [--base 16] [--size 572]
+    python benchmarks/profile_step.py [--base 16] [--size 572] [--readable] [--clock cpu]
 
-Wraps each op module's functions with timers, runs a warm-up step and a timed step (forward,
-weighted loss, backward) and prints the split used in docs/01-convolution.md.
+Wraps each op's functions (the CPU kernels of kernels/conv.py, or with --readable the readable
+ops that the GPU runs) with timers, runs a warm-up step and a timed step (forward, weighted loss,
+backward) and prints the split used in docs/01-convolution.md. --clock cpu counts the process's
+CPU time instead of wall time: with NUMBA_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 that is the work
+of each part, which a busy machine disturbs much less than wall time.
 """
 import argparse
 import time
@@ -11,34 +15,54 @@ import time
 import numpy as np
 
 import tinyunet
+from kernels import conv as ck
 from tinyunet import conv1x1, conv3x3, crop_and_concat, max_pool2x2, relu, up_conv2x2
+from tinyunet import softmax_cross_entropy as sce
 
 TIMES = {}
+CLOCK = time.perf_counter
 
 
 def timed(module, name, key):
     fn = getattr(module, name)
 
     def wrapper(*args, **kwargs):
-        t0 = time.perf_counter()
+        t0 = CLOCK()
         out = fn(*args, **kwargs)
-        TIMES[key] = TIMES.get(key, 0.0) + time.perf_counter() - t0
+        TIMES[key] = TIMES.get(key, 0.0) + CLOCK() - t0
         return out
 
     setattr(module, name, wrapper)
 
 
 def main():
+    global CLOCK
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--base", type=int, default=16)
     ap.add_argument("--size", type=int, default=572)
+    ap.add_argument("--readable", action="store_true", help="profile the readable ops instead")
+    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall")
     a = ap.parse_args()
-    for mod in (conv3x3, conv1x1, relu, max_pool2x2, up_conv2x2, crop_and_concat):
+    CLOCK = time.process_time if a.clock == "cpu" else time.perf_counter
+    for mod in (conv1x1, up_conv2x2, crop_and_concat):
         for fn in ("forward", "backward"):
             timed(mod, fn, f"{mod.__name__.split('.')[-1]}.{fn}")
-    timed(conv3x3, "im2col", "im2col")
-    timed(conv3x3, "col2im", "col2im")
+    timed(tinyunet, "softmax_cross_entropy", "softmax_cross_entropy")
+    if a.readable:
+        conv = ("conv3x3.forward", "conv3x3.backward")
+        copies = ("im2col", "col2im")
+        for mod in (conv3x3, relu, max_pool2x2):
+            for fn in ("forward", "backward"):
+                timed(mod, fn, f"{mod.__name__.split('.')[-1]}.{fn}")
+        timed(conv3x3, "im2col", "im2col")
+        timed(conv3x3, "col2im", "col2im")
+    else:
+        conv = ("conv3x3_relu_forward", "conv3x3_relu_backward")
+        copies = ("im2col_band", "col2im_band_add", "bias_relu_band", "relu_grad_band")
+        for fn in conv + copies + ("max_pool2x2_forward", "max_pool2x2_backward"):
+            timed(ck, fn, fn)
     model = tinyunet.UNet(base_channels=a.base)
+    model.use_kernels = not a.readable
     rng = np.random.default_rng(0)
     out = model.output_size(a.size)
     x = rng.standard_normal((1, 1, a.size, a.size)).astype(np.float32)
@@ -46,16 +70,18 @@ def main():
     weights = rng.uniform(1, 10, (1, out, out)).astype(np.float32)
     for _ in range(2):                                   # warm-up, then the timed step
         TIMES.clear()
-        t0 = time.perf_counter()
+        t0 = CLOCK()
         _, d = tinyunet.softmax_cross_entropy(model.forward(x, train=True), labels, weights)
-        model.backward(d)
-        total = time.perf_counter() - t0
-    copies = TIMES["im2col"] + TIMES["col2im"]
-    gemm = TIMES["conv3x3.forward"] + TIMES["conv3x3.backward"] - copies
-    print(f"base {a.base}, {a.size}x{a.size}: step {total:.3f} s; 3x3-conv GEMMs {gemm / total:.0%}, "
-          f"im2col + col2im {copies / total:.0%}, everything else {1 - (gemm + copies) / total:.0%}")
+        model.backward(d, input_grad=False)
+        total = CLOCK() - t0
+    copy = sum(TIMES.get(k, 0.0) for k in copies)
+    gemm = sum(TIMES.get(k, 0.0) for k in conv) - copy
+    print(f"base {a.base}, {a.size}x{a.size}, {'readable ops' if a.readable else 'CPU kernels'}, "
+          f"{a.clock} clock: step {total:.3f} s; 3x3-conv GEMMs {gemm / total:.0%}, "
+          f"{' + '.join(copies)} {copy / total:.0%}, everything else "
+          f"{1 - (gemm + copy) / total:.0%}")
     for k, v in sorted(TIMES.items(), key=lambda kv: -kv[1]):
-        print(f"  {k:22s} {v:7.3f} s")
+        print(f"  {k:24s} {v:7.3f} s")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,10 @@ from collections import OrderedDict
 
 import numpy as np
 
+import os
+
+from kernels import conv as cpu_kernels
+
 from . import backend, conv1x1, conv3x3, crop_and_concat, dropout, max_pool2x2, relu, up_conv2x2
 from .softmax_cross_entropy import softmax
 
@@ -66,10 +70,21 @@ def check_input_size(h, depth=4, what="input size"):
                          f"(see tinyunet.valid_input_sizes(depth={depth}))")
 
 
+def cols_size(x):
+    """Elements of the im2col columns of x (N, C, H, W) for a 3x3 valid convolution."""
+    n, c, h, w = x.shape
+    return n * c * 9 * (h - 2) * (w - 2)
+
+
 class UNet:
     """The paper's U-Net. `forward` -> logits, `backward` -> parameter gradients.
 
     x (N, in_channels, H, W) -> logits (N, n_classes, H', W'), H' = output_size(H, depth).
+
+    On the CPU the 3x3 convolutions (with their ReLU) and the max pools run through the Numba
+    kernels in kernels/conv.py, which compute what the readable ops compute, faster and in less
+    memory; on the GPU, or with TINYUNET_KERNELS=0 in the environment, the readable ops run
+    (`use_kernels` says which). Tests check that both give the same numbers.
     """
 
     def __init__(self, in_channels=1, n_classes=2, base_channels=64, depth=4, dropout=0.0,
@@ -157,7 +172,7 @@ class UNet:
     def to(self, device):
         """Move parameters and gradients to "cpu" or "gpu" (in place); returns self."""
         device = backend.resolve_device(device)
-        if device != self.device:
+        if device != self.device or not hasattr(self, "use_kernels"):
             for d in (self.params, self._grads):
                 for k in d:
                     d[k] = backend.to_device(d[k], device)
@@ -167,6 +182,7 @@ class UNet:
                 self.rng.bit_generator.state = state
             self.device = device
             self._tape, self._workspace = {}, {}
+        self.use_kernels = device == "cpu" and os.environ.get("TINYUNET_KERNELS", "1") != "0"
         return self
 
     # ---- forward and backward -------------------------------------------------------------
@@ -196,55 +212,94 @@ class UNet:
             buf = self._workspace[name] = xp.empty(size, dtype=dtype)
         return buf[:size]
 
-    def _conv_relu(self, name, x):
-        p = self.params
-        n, c, h, w = x.shape
-        cols = self._buffer(name + ".cols", n * c * 9 * (h - 2) * (w - 2), x.dtype)
-        z, self._tape[name] = conv3x3.forward(x, p[name + ".weight"], p[name + ".bias"], cols)
-        y, self._tape[name + ".relu"] = relu.forward(z, inplace=True)
+    def _conv_relu(self, name, x, keep):
+        """relu(conv3x3(x) + b). Keeps the layer's input and output for the backward pass: the
+        input to rebuild the im2col columns, the output for the ReLU's mask (conv3x3.py: why)."""
+        w, b = self.params[name + ".weight"], self.params[name + ".bias"]
+        if self.use_kernels:
+            y = cpu_kernels.conv3x3_relu_forward(x, w, b, self._scratch(x.dtype))
+        else:
+            z, _ = conv3x3.forward(x, w, b, self._scratch(x.dtype)(cols_size(x)), keep=False)
+            y, _ = relu.forward(z, inplace=True)
+        if keep:
+            self._tape[name] = (x, y)
         return y
 
-    def _conv_relu_backward(self, name, dy):
-        dz = relu.backward(dy, self._tape.pop(name + ".relu"))
-        cache = self._tape.pop(name)
-        cols = cache[0]                               # one scratch shared by all layers; it
-        scratch = self._buffer("scratch", cols.size, cols.dtype)   # grows to the largest
-        dx, dw, db = conv3x3.backward(dz, cache, scratch)
+    def _conv_relu_backward(self, name, dy, need_dx=True):
+        x, y = self._tape.pop(name)
+        w = self.params[name + ".weight"]
+        if self.use_kernels:
+            dx, dw, db = cpu_kernels.conv3x3_relu_backward(dy, x, y, w, self._scratch(dy.dtype),
+                                                           need_dx)
+        else:
+            dz = relu.backward(dy, y)
+            dx, dw, db = conv3x3.backward(dz, (x, w), self._scratch(x.dtype)(cols_size(x)))
         self._grads[name + ".weight"][...] = dw
         self._grads[name + ".bias"][...] = db
         return dx
 
-    def forward(self, x, train=False):
-        """x (N, C, H, W) -> logits (N, K, H', W'). train=True enables dropout."""
+    def _scratch(self, dtype):
+        """size -> a flat workspace of `size` elements, one buffer shared by every layer (it
+        grows to the largest request and is reused across steps)."""
+        return lambda size: self._buffer("scratch", size, dtype)
+
+    def _pool(self, name, x, keep):
+        if self.use_kernels:
+            y, idx = cpu_kernels.max_pool2x2_forward(x)
+            cache = (idx, x.shape)
+        else:
+            y, cache = max_pool2x2.forward(x)
+        if keep:
+            self._tape[name] = cache
+        return y
+
+    def _pool_backward(self, name, dy):
+        cache = self._tape.pop(name)
+        if self.use_kernels:
+            return cpu_kernels.max_pool2x2_backward(np.ascontiguousarray(dy), cache[0])
+        return max_pool2x2.backward(dy, cache)
+
+    def forward(self, x, train=False, keep=True):
+        """x (N, C, H, W) -> logits (N, K, H', W'). train=True enables dropout.
+
+        keep=True keeps what backward() needs (each layer's input and output, the pools' argmax,
+        the dropout mask); keep=False keeps nothing, for inference (see predict_proba).
+        """
         x = self._check_input(x)
-        p, tape = self.params, self._tape
-        tape.clear()
+        p = self.params
+        self._tape.clear()
+        tape = self._tape if keep else {}                 # eval mode: caches are dropped
         skips = []
         h = x
         for i in range(self.depth):                       # contracting path
-            h = self._conv_relu(f"down{i}.conv1", h)
-            h = self._conv_relu(f"down{i}.conv2", h)
+            h = self._conv_relu(f"down{i}.conv1", h, keep)
+            h = self._conv_relu(f"down{i}.conv2", h, keep)
             skips.append(h)
-            h, tape[f"down{i}.pool"] = max_pool2x2.forward(h)
-        h = self._conv_relu("bottom.conv1", h)
-        h = self._conv_relu("bottom.conv2", h)
+            h = self._pool(f"down{i}.pool", h, keep)
+        h = self._conv_relu("bottom.conv1", h, keep)
+        h = self._conv_relu("bottom.conv2", h, keep)
         # paper sec. 3.1: "drop-out layers at the end of the contracting path"
         h, tape["bottom.dropout"] = dropout.forward(h, self.p_drop, self.rng, train)
         for i in reversed(range(self.depth)):             # expanding path
             name = f"up{i}.upconv"
             h, tape[name] = up_conv2x2.forward(h, p[name + ".weight"], p[name + ".bias"])
             h, tape[f"up{i}.concat"] = crop_and_concat.forward(skips[i], h)
-            h = self._conv_relu(f"up{i}.conv1", h)
-            h = self._conv_relu(f"up{i}.conv2", h)
+            skips[i] = None                               # inference: free it once cropped
+            h = self._conv_relu(f"up{i}.conv1", h, keep)
+            h = self._conv_relu(f"up{i}.conv2", h, keep)
         logits, tape["out"] = conv1x1.forward(h, p["out.weight"], p["out.bias"])
         return logits
 
-    def backward(self, dlogits):
-        """dlogits (N, K, H', W') -> dx (N, C, H, W); fills grads(). Call after forward()."""
+    def backward(self, dlogits, input_grad=True):
+        """dlogits (N, K, H', W') -> dx (N, C, H, W); fills grads(). Call after forward().
+
+        input_grad=False skips the gradient of the input image (training does not need it) and
+        returns None.
+        """
         tape, g = self._tape, self._grads
         if "out" not in tape:
             raise RuntimeError("UNet.backward: call forward() first (each backward consumes "
-                               "the activations of one forward)")
+                               "the activations of one forward made with keep=True)")
         dh, g["out.weight"][...], g["out.bias"][...] = conv1x1.backward(dlogits, tape.pop("out"))
         dskips = {}
         for i in range(self.depth):                       # expanding path, in reverse
@@ -258,14 +313,12 @@ class UNet:
         dh = self._conv_relu_backward("bottom.conv2", dh)
         dh = self._conv_relu_backward("bottom.conv1", dh)
         for i in reversed(range(self.depth)):             # contracting path, in reverse
-            dh = max_pool2x2.backward(dh, tape.pop(f"down{i}.pool"))
+            dh = self._pool_backward(f"down{i}.pool", dh)
             dh += dskips.pop(i)                           # the skip connection's gradient
             dh = self._conv_relu_backward(f"down{i}.conv2", dh)
-            dh = self._conv_relu_backward(f"down{i}.conv1", dh)
+            dh = self._conv_relu_backward(f"down{i}.conv1", dh, need_dx=input_grad or i > 0)
         return dh
 
     def predict_proba(self, x):
-        """Class probabilities (N, K, H', W') in evaluation mode."""
-        out = softmax(self.forward(x, train=False))
-        self._tape.clear()
-        return out
+        """Class probabilities (N, K, H', W') in evaluation mode (nothing kept for a backward)."""
+        return softmax(self.forward(x, train=False, keep=False))

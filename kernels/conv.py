@@ -1,0 +1,213 @@
+"""CPU kernels for the training step: the 3x3 convolution + bias + ReLU in row bands, 2x2 max pooling.
+
+The readable ops in tinyunet/ (conv3x3.py, relu.py, max_pool2x2.py) are the reference; these compute
+the same numbers faster on the CPU, and tests/test_kernels_conv.py checks the one against the other.
+CuPy arrays never come here: on the GPU the model runs the readable ops.
+
+Why bands. A layer's im2col columns are 9x its input (186 MiB for the first layers of the paper's
+network at 572x572). Building them for the whole image writes them to memory and reads them back
+for the GEMM, and keeping them for the backward pass costs more memory than all the activations.
+Instead, each call walks the output rows in bands: im2col of one band into a small workspace
+(about `BAND_BYTES`, so it is still in the cache when the GEMM reads it), one GEMM, bias + ReLU on
+the band while it is hot. The backward pass recomputes the band's columns from the layer's input
+(which the network keeps anyway: it is the previous layer's output), so nothing column-sized
+outlives a call. Per band, dw += dz @ cols^T, and dx gets the adjoint of im2col (col2im) of
+w^T @ dz. Bands are made of full input-width rows (see im2col_band), so every copy is one
+contiguous slice per (channel, tap).
+
+Threads. The copies (im2col, col2im) and the elementwise passes are Numba `prange` loops in which
+each thread writes only its own rows (im2col: its own column rows; col2im: its own input rows, for
+every channel and tap), so there are no races and no atomics. The GEMMs are NumPy's (BLAS, threaded).
+"""
+import numpy as np
+from numba import njit, prange
+
+BAND_BYTES = 1 << 20        # columns of one band: ~1 MiB, fits the per-core L2 cache
+MIN_BAND_COLS = 2048        # but at least this many GEMM columns (deep layers: few, wide rows)
+
+
+@njit(parallel=True, cache=True)
+def im2col_band(x, r0, r1, cols):
+    """x (C, H, W) -> cols (C*9, (r1-r0)*W): the columns of output rows r0..r1-1, in full rows.
+
+    cols[c*9 + a*3 + d, (i - r0)*W + j] = x[c, i + a, j + d] for j < W' = W - 2: as in
+    tinyunet.conv3x3.im2col, except that each row of the band is W wide, not W'. Then the 9C
+    rows of cols are plain contiguous slices of x (one copy each, no per-row loop); the two extra
+    columns per row (j = W', W'+1) hold values from the next row, which the caller discards
+    (forward) or multiplies by zeros (backward). Past the end of x they are set to 0.
+    """
+    c_, h, w = x.shape
+    n = (r1 - r0) * w
+    xf = x.reshape(c_, h * w)
+    for k in prange(c_ * 9):                  # one column row per task: (channel, tap)
+        c, a, d = k // 9, (k % 9) // 3, k % 3
+        s = (r0 + a) * w + d
+        m = min(n, h * w - s)
+        cols[k, :m] = xf[c, s:s + m]
+        cols[k, m:] = 0
+
+
+@njit(parallel=True, cache=True)
+def col2im_band_add(dcols, r0, r1, dx):
+    """dx (C, H, W) += the adjoint of im2col_band(., r0, r1): each column row added back into
+    place as one contiguous slice. The two extra columns per row of dcols must be 0 (they are:
+    they come from zero columns of dz), so adding them where they land changes nothing.
+    Each thread owns whole channels, so no two threads write the same element."""
+    c_, h, w = dx.shape
+    n = (r1 - r0) * w
+    dxf = dx.reshape(c_, h * w)
+    for c in prange(c_):
+        for t in range(9):
+            s = (r0 + t // 3) * w + t % 3
+            m = min(n, h * w - s)
+            dxf[c, s:s + m] += dcols[c * 9 + t, :m]
+
+
+@njit(parallel=True, cache=True)
+def bias_relu_band(yb, b, r0, r1, y):
+    """y[f, i, j] = max(yb[f, (i - r0)*W + j] + b[f], 0) for rows r0..r1-1, j < W'.
+
+    yb (F, (r1-r0)*W) is a band of GEMM output in full rows; y (F, H', W') the layer's output."""
+    f_, ho, wo = y.shape
+    w = wo + 2
+    for f in prange(f_):
+        bf = b[f]
+        for i in range(r0, r1):
+            o = (i - r0) * w
+            for j in range(wo):
+                v = yb[f, o + j] + bf
+                y[f, i, j] = v if v > 0 else 0
+
+
+@njit(parallel=True, cache=True, fastmath={"reassoc"})
+def relu_grad_band(dy, y, r0, r1, dzb, db):
+    """dzb[f, (i - r0)*W + j] = dy[f, i, j] where y > 0, else 0 (and 0 in the two extra
+    columns); db[f] += the band's sum of dz. dy and y (F, H', W').
+
+    y > 0 exactly where the pre-activation was > 0: ReLU's gradient at 0 is 0, as in relu.py.
+    (fastmath 'reassoc' only lets the db sum be vectorised.)"""
+    f_, ho, wo = y.shape
+    w = wo + 2
+    for f in prange(f_):
+        s = 0.0
+        for i in range(r0, r1):
+            o = (i - r0) * w
+            for j in range(wo):
+                g = dy[f, i, j] if y[f, i, j] > 0 else 0.0
+                dzb[f, o + j] = g
+                s += g
+            dzb[f, o + wo] = 0
+            dzb[f, o + wo + 1] = 0
+        db[f] += s
+
+
+def band_rows(c, w, itemsize, ho):
+    """Output rows per band: columns of about BAND_BYTES, but >= MIN_BAND_COLS GEMM columns."""
+    rows = max(BAND_BYTES // (9 * c * w * itemsize), -(-MIN_BAND_COLS // w), 1)
+    return min(rows, ho)
+
+
+def conv3x3_relu_forward(x, w, b, workspace):
+    """y = relu(conv3x3(x, w) + b) for x (N, C, H, W) -> y (N, F, H-2, W-2), C-contiguous.
+
+    `workspace(size)` returns a flat scratch array of at least `size` elements (x's dtype).
+    """
+    n, c, h, wd = x.shape
+    f = w.shape[0]
+    ho, wo = h - 2, wd - 2
+    x = np.ascontiguousarray(x)
+    w2 = w.reshape(f, c * 9)
+    y = np.empty((n, f, ho, wo), x.dtype)
+    rows = band_rows(c, wd, x.itemsize, ho)
+    size = c * 9 * rows * wd
+    buf = workspace(size + f * rows * wd)
+    for i in range(n):
+        for r0 in range(0, ho, rows):
+            r1 = min(r0 + rows, ho)
+            m = (r1 - r0) * wd
+            cols = buf[:c * 9 * m].reshape(c * 9, m)
+            yb = buf[size:size + f * m].reshape(f, m)
+            im2col_band(x[i], r0, r1, cols)
+            np.matmul(w2, cols, out=yb)                        # (F, band), in the cache
+            bias_relu_band(yb, b, r0, r1, y[i])
+    return y
+
+
+def conv3x3_relu_backward(dy, x, y, w, workspace, need_dx=True):
+    """dy = dL/dy for y = relu(conv3x3(x, w) + b) -> (dx (N, C, H, W) or None, dw, db).
+
+    x and y are the forward's input and output (y gives the ReLU's mask); the columns of x are
+    rebuilt band by band. need_dx=False skips dx (the network's input layer).
+    """
+    n, c, h, wd = x.shape
+    f = w.shape[0]
+    ho, wo = h - 2, wd - 2
+    dy = np.ascontiguousarray(dy)
+    x = np.ascontiguousarray(x)
+    w2 = w.reshape(f, c * 9)
+    dwt = np.zeros((c * 9, f), x.dtype)                # dw transposed, see below
+    dwt_band = np.empty((c * 9, f), x.dtype)
+    db = np.zeros(f, x.dtype)
+    dx = np.zeros(x.shape, x.dtype) if need_dx else None
+    rows = band_rows(c, wd, x.itemsize, ho)
+    size = c * 9 * rows * wd
+    buf = workspace(2 * size + f * rows * wd)
+    for i in range(n):
+        for r0 in range(0, ho, rows):
+            r1 = min(r0 + rows, ho)
+            m = (r1 - r0) * wd
+            dz = buf[2 * size:2 * size + f * m].reshape(f, m)
+            relu_grad_band(dy[i], y[i], r0, r1, dz, db)          # (F, band), 0 past W'
+            cols = buf[:c * 9 * m].reshape(c * 9, m)
+            im2col_band(x[i], r0, r1, cols)                      # rebuilt, not kept
+            # dw^T += cols @ dz^T (C*9, F): the same product as dz @ cols^T, but with the long
+            # band as the inner dimension of a tall result, OpenBLAS runs it ~2x faster.
+            np.matmul(cols, dz.T, out=dwt_band)
+            dwt += dwt_band
+            if need_dx:
+                dcols = buf[size:size + c * 9 * m].reshape(c * 9, m)
+                np.matmul(w2.T, dz, out=dcols)                   # (C*9, band)
+                col2im_band_add(dcols, r0, r1, dx[i])
+    return dx, np.ascontiguousarray(dwt.T).reshape(w.shape), db
+
+
+@njit(parallel=True, cache=True)
+def max_pool2x2_forward(x):
+    """x (N, C, H, W), H and W even -> (y (N, C, H/2, W/2), idx uint8 0..3 of the winning corner).
+
+    Ties go to the first maximum in row-major window order, as in tinyunet.max_pool2x2.
+    """
+    n, c, h, w = x.shape
+    y = np.empty((n, c, h // 2, w // 2), x.dtype)
+    idx = np.empty((n, c, h // 2, w // 2), np.uint8)
+    for nc in prange(n * c):
+        i, ch = nc // c, nc % c
+        for r in range(h // 2):
+            for q in range(w // 2):
+                best, k = x[i, ch, 2 * r, 2 * q], 0
+                v = x[i, ch, 2 * r, 2 * q + 1]
+                if v > best:
+                    best, k = v, 1
+                v = x[i, ch, 2 * r + 1, 2 * q]
+                if v > best:
+                    best, k = v, 2
+                v = x[i, ch, 2 * r + 1, 2 * q + 1]
+                if v > best:
+                    best, k = v, 3
+                y[i, ch, r, q] = best
+                idx[i, ch, r, q] = k
+    return y, idx
+
+
+@njit(parallel=True, cache=True)
+def max_pool2x2_backward(dy, idx):
+    """dy (N, C, H/2, W/2) -> dx (N, C, H, W): each dy to its window's winning corner, 0 elsewhere."""
+    n, c, ho, wo = dy.shape
+    dx = np.zeros((n, c, 2 * ho, 2 * wo), dy.dtype)
+    for nc in prange(n * c):
+        i, ch = nc // c, nc % c
+        for r in range(ho):
+            for q in range(wo):
+                k = idx[i, ch, r, q]
+                dx[i, ch, 2 * r + k // 2, 2 * q + k % 2] = dy[i, ch, r, q]
+    return dx
