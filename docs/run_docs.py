@@ -81,6 +81,7 @@ def run_page(page, workdir):
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(DOCS.parent))     # this checkout's tinyunet, not another installed one
     pages = [DOCS / p for p in sys.argv[1:]] or sorted(DOCS.glob("*.md"))
     for page in pages:
         print(f"running {page.name}")
