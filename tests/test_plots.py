@@ -3,7 +3,7 @@ figures are written."""
 import numpy as np
 
 from tinyunet import UNet, conv3x3, crop_and_concat, max_pool2x2, up_conv2x2
-from tinyunet.plots import draw_unet, feature_maps, plot_curves, plot_predictions
+from tinyunet.plots import best_step, draw_unet, feature_maps, plot_curves, plot_predictions
 
 
 def test_feature_maps_of_the_paper_network_are_fig_1():
@@ -44,3 +44,11 @@ def test_figures_are_written(tmp_path):
                      rng.random((8, 8)) * 10, tmp_path / "pred.png", "a title")
     for name in ("unet.png", "curves.png", "pred.png"):
         assert (tmp_path / name).stat().st_size > 1000
+
+
+def test_best_step_is_the_first_minimum_after_training():
+    val = lambda step, e: dict(step=step, val=dict(pixel_error=0.1, rand_error=e))   # noqa: E731
+    log = [val(0, 0.1), dict(step=5, loss=1.0), val(5, 0.4), val(10, 0.3), val(15, 0.3),
+           val(20, 0.35)]
+    assert best_step(log) == 10              # not the untrained step 0, not the later tie
+    assert best_step([val(0, 0.5)]) is None

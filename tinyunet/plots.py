@@ -3,6 +3,7 @@
     feature_maps(model, 572)   every feature map's channels and size, from the model's parameters
     draw_unet(model, 572)      the U of fig. 1 drawn from those maps
     plot_curves(log, path)     training loss and validation errors of a run's log.jsonl records
+                               (e.g. plot_curves(log, "curves.png", best_step(log)))
     plot_predictions(...)      image, ground truth, P(cell) and weight map, with colour bars
 
 Figures are built with matplotlib's object API (no pyplot), so drawing one changes no global
@@ -156,6 +157,13 @@ def draw_unet(model, size=572, figsize=(15, 7.5)):
                  fontsize=11)
     fig.tight_layout()
     return fig
+
+
+def best_step(log):
+    """The step of a run's best.npz from its log.jsonl records: the first minimum of the
+    validation Rand error after a training step (train_isbi.py also logs one at step 0)."""
+    va = [r for r in log if "val" in r and r["step"] > 0]
+    return min(va, key=lambda r: r["val"]["rand_error"])["step"] if va else None
 
 
 def plot_curves(log, path, best_step=None):

@@ -311,13 +311,9 @@ class Trainer:
         return [json.loads(l) for l in (self.run_dir / "log.jsonl").read_text().splitlines()]
 
     def _plot_curves(self):
-        from .plots import plot_curves
+        from .plots import best_step, plot_curves
         log = self.read_log()
-        # the step of best.npz: the first minimum, as in run(), of the validations after a
-        # training step (train_isbi.py also logs one at step 0, before training)
-        va = [r for r in log if "val" in r and r["step"] > 0]
-        best = min(va, key=lambda r: r["val"]["rand_error"])["step"] if va else None
-        plot_curves(log, self.run_dir / "curves.png", best_step=best)
+        plot_curves(log, self.run_dir / "curves.png", best_step=best_step(log))
 
     def _plot_predictions(self, prob):
         """predictions.png, drawn when a validation gives a new best checkpoint."""
