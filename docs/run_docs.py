@@ -5,20 +5,62 @@
 
 The test suite (tests/test_docs.py) runs the same function in a temporary folder, so every code
 block in docs/ is executed on every CI run.
+
+A block that shows an error is fenced as ```python raises=ValueError (Markdown renders it as
+plain Python): it must raise that exception, or the page fails. Its last line may be a comment
+with the message the reader will see, `# ValueError: labels must be in [0, 2) ...`; the message
+raised must equal it, "..." standing for any text. The error is printed, as Python would.
 """
 import os
 import re
 import sys
+from collections import namedtuple
 from pathlib import Path
 
 DOCS = Path(__file__).resolve().parent
-FENCE = re.compile(r"^```python[^\n]*\n(.*?)^```", re.S | re.M)
+FENCE = re.compile(r"^```python([^\n]*)\n(.*?)^```", re.S | re.M)
+
+Block = namedtuple("Block", "line source raises")   # raises: an exception name, or None
 
 
 def code_blocks(page):
-    """[(line number, source)] of the page's ```python blocks."""
+    """[Block(line number, source, raises)] of the page's ```python blocks."""
     text = Path(page).read_text()
-    return [(text[:m.start()].count("\n") + 1, m.group(1)) for m in FENCE.finditer(text)]
+    blocks = []
+    for m in FENCE.finditer(text):
+        raises = re.search(r"\braises=([\w.]+)", m.group(1))
+        blocks.append(Block(text[:m.start()].count("\n") + 1, m.group(2),
+                            raises.group(1) if raises else None))
+    return blocks
+
+
+def _expected_message(block):
+    """The message promised by the block's closing `# Name: message` comment, or None."""
+    last = block.source.rstrip().splitlines()[-1].strip()
+    prefix = f"# {block.raises.rsplit('.', 1)[-1]}: "
+    return last[len(prefix):] if last.startswith(prefix) else None
+
+
+def run_block(block, namespace, where):
+    """Execute one block; a `raises=` block must raise that exception (with its message)."""
+    code = compile(block.source, where, "exec")
+    if block.raises is None:
+        exec(code, namespace)
+        return
+    expected = eval(block.raises, namespace)            # a builtin or a name the page imported
+    try:
+        exec(code, namespace)
+    except expected as e:
+        print(f"{type(e).__name__}: {e}")
+        message = _expected_message(block)
+        if message is not None:
+            pattern = ".*".join(re.escape(part) for part in message.split("..."))
+            if not re.fullmatch(pattern, str(e), re.S):
+                raise AssertionError(f"{where}: the block shows the message\n  {message}\n"
+                                     f"but the error says\n  {e}") from e
+    else:
+        raise AssertionError(f"{where}: the block is marked raises={block.raises}, "
+                             f"but it raised nothing")
 
 
 def run_page(page, workdir):
@@ -31,14 +73,15 @@ def run_page(page, workdir):
     os.chdir(workdir)
     namespace = {"__name__": "__docs__"}
     try:
-        for line, src in code_blocks(page):
-            exec(compile(src, f"{Path(page).name}:{line}", "exec"), namespace)
+        for block in code_blocks(page):
+            run_block(block, namespace, f"{Path(page).name}:{block.line}")
     finally:
         plt.close("all")
         os.chdir(old)
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(DOCS.parent))     # this checkout's tinyunet, not another installed one
     pages = [DOCS / p for p in sys.argv[1:]] or sorted(DOCS.glob("*.md"))
     for page in pages:
         print(f"running {page.name}")

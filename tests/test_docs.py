@@ -27,3 +27,35 @@ def test_index_links_every_page():
     for p in DOCS.glob("*.md"):
         if p.name != "index.md":
             assert f"({p.name})" in index, f"docs/index.md does not link {p.name}"
+
+
+def _page(tmp_path, body):
+    page = tmp_path / "page.md"
+    page.write_text("# a page\n\n" + body)
+    return page
+
+
+def test_a_block_marked_raises_fails_when_no_error_comes(tmp_path):
+    quiet = _page(tmp_path, "```python raises=ValueError\nx = int('3')\n```\n")
+    with pytest.raises(AssertionError, match=r"page.md:3: .*raises=ValueError.*raised nothing"):
+        run_docs.run_page(quiet, tmp_path)
+    other = _page(tmp_path, "```python raises=ValueError\n{}['key']\n```\n")
+    with pytest.raises(KeyError):                   # another error is not the one promised
+        run_docs.run_page(other, tmp_path)
+
+
+def test_a_block_marked_raises_checks_the_message_it_shows(tmp_path, capsys):
+    good = "```python raises=ValueError\nint('x')\n# ValueError: invalid literal ... 'x'\n```\n"
+    run_docs.run_page(_page(tmp_path, good), tmp_path)
+    assert "ValueError: invalid literal for int() with base 10: 'x'" in capsys.readouterr().out
+    stale = "```python raises=ValueError\nint('x')\n# ValueError: labels must be ...\n```\n"
+    with pytest.raises(AssertionError, match="shows the message"):
+        run_docs.run_page(_page(tmp_path, stale), tmp_path)
+
+
+def test_pages_show_errors_with_raises_blocks():
+    """`try: ... except E as e: print(e)` passes silently when nothing is raised: not in docs/."""
+    for page in PAGES:
+        for block in run_docs.code_blocks(page):
+            assert "as e:" not in block.source, (f"{page.name}:{block.line}: show an error with a "
+                                                 f"```python raises=... block (see run_docs.py)")

@@ -1,3 +1,5 @@
+import copy
+
 import numpy as np
 import pytest
 
@@ -12,10 +14,27 @@ def test_paper_network_size():
     assert model.output_size(572) == 388
 
 
+def fan_in(name, shape):
+    """Inputs of one output neuron: C_in * kh * kw for a conv (F, C, kh, kw); for an up-conv
+    (C, C/2, 2, 2) each output pixel sees one input pixel of each of the C channels."""
+    return shape[0] if name.endswith("upconv.weight") else shape[1] * shape[2] * shape[3]
+
+
 def test_paper_initialisation_std():
-    # paper sec. 3: std sqrt(2/N), N = 9 * C_in for a 3x3 conv (576 for 64 channels)
-    w = UNet().state_dict()["down0.conv2.weight"]          # 64 -> 64 channels
-    assert w.std() == pytest.approx(np.sqrt(2 / 576), rel=0.01)
+    """paper sec. 3: std sqrt(2/N), N = inputs of one neuron (9 * 64 = 576 for a 3x3 conv on 64
+    channels). Checked on every layer, most with fan-in != fan-out (1 -> 64, 512 -> 1024,
+    128 -> 64, up-convs, 64 -> 2), so an initialisation on the fan-out fails."""
+    model = UNet()
+    sd = model.state_dict()
+    assert fan_in("down0.conv2.weight", sd["down0.conv2.weight"].shape) == 576
+    for name, w in sd.items():
+        if name.endswith(".bias"):
+            assert not w.any(), f"{name} should start at zero"
+            continue
+        # the sample std of n Gaussian values is off by ~1/sqrt(2n) relative: allow 5 of those
+        tol = 5 / np.sqrt(2 * w.size)
+        assert w.std() == pytest.approx(np.sqrt(2 / fan_in(name, w.shape)), rel=tol), name
+        assert abs(w.mean()) < 5 * w.std() / np.sqrt(w.size), name
 
 
 def test_invalid_size_names_the_nearest_valid_sizes():
@@ -141,6 +160,39 @@ def test_sgd_update_rule():
     opt2 = SGD(model, lr=0.1, momentum=0.5)
     opt2.load_state_dict(state)
     np.testing.assert_allclose(opt2.velocity["out.bias"], -0.15)
+
+
+def test_adam_update_rule():
+    """With bias correction, a constant gradient g moves every parameter by lr * sign(g) at every
+    step, from the first on (m_hat = g, v_hat = g^2); without it the first step is ~3.2 lr."""
+    model = UNet(base_channels=1, depth=1, dtype="float64")
+    p0 = {k: v.copy() for k, v in model.params.items()}
+    rng = np.random.default_rng(0)
+    g = {k: rng.choice([-3.0, -0.02, 0.5, 7.0], v.shape) for k, v in model.grads().items()}
+    opt = Adam(model, lr=0.01, betas=(0.9, 0.999), eps=1e-12)
+
+    def step():
+        for k, v in model.grads().items():
+            v[...] = g[k]
+        opt.step()
+
+    step()
+    for k, v in model.params.items():
+        np.testing.assert_allclose(v, p0[k] - 0.01 * np.sign(g[k]), rtol=0, atol=1e-9)
+    step()
+    state = copy.deepcopy(opt.state_dict())      # its buffers are the live arrays
+    params2 = {k: v.copy() for k, v in model.params.items()}
+    step()
+    for k, v in model.params.items():
+        np.testing.assert_allclose(v, p0[k] - 0.03 * np.sign(g[k]), rtol=0, atol=1e-9)
+    # an optimizer resumed from the state after step 2 takes the same third step
+    after = {k: v.copy() for k, v in model.params.items()}
+    model.load_state_dict(params2)
+    opt = Adam(model, lr=0.5, eps=1e-12)
+    opt.load_state_dict(state)
+    step()
+    for k, v in model.params.items():
+        np.testing.assert_allclose(v, after[k], rtol=0, atol=1e-12)
 
 
 def test_gpu_request_without_gpu_is_a_clear_error(monkeypatch):

@@ -79,6 +79,16 @@ def test_relu_gradcheck(xp, rng):
     check_op_grads(xp, rng, relu.forward, relu.backward, (x,))
 
 
+def test_relu_gradient_at_exactly_zero_is_zero(xp):
+    """Documented: dx = dy where x > 0, else 0 (also at x == 0, where the derivative jumps)."""
+    x = xp.asarray([[-1.0, 0.0, -0.0, 1e-300, 2.0]])
+    y, cache = relu.forward(x.copy())
+    dx = np_(relu.backward(xp.full_like(x, 3.0), cache))
+    np.testing.assert_array_equal(dx, [[0.0, 0.0, 0.0, 3.0, 3.0]])
+    y, cache = relu.forward(x.copy(), inplace=True)             # as the U-Net calls it
+    np.testing.assert_array_equal(np_(relu.backward(xp.full_like(x, 3.0), cache)), dx)
+
+
 def test_max_pool_matches_reference(xp, rng):
     x = arr(xp, rng, 2, 3, 6, 8)
     y, cache = max_pool2x2.forward(x)
@@ -117,6 +127,16 @@ def test_crop_and_concat_matches_reference_and_gradcheck(xp, rng):
     check_op_grads(xp, rng, crop_and_concat.forward, crop_and_concat.backward, (skip, up))
     with pytest.raises(ValueError, match="smaller than the upsampled"):
         crop_and_concat.forward(up, skip)
+
+
+def test_crop_is_centred_and_an_odd_difference_is_an_error(xp, rng):
+    skip = xp.asarray(np.arange(10 * 8, dtype=np.float64).reshape(1, 1, 10, 8))
+    up = arr(xp, rng, 1, 1, 4, 6)                       # 3 rows cut on each side, 1 column
+    y, _ = crop_and_concat.forward(skip, up)
+    np.testing.assert_array_equal(np_(y[0, 0]), np_(skip[0, 0, 3:7, 1:7]))
+    for up_hw in [(5, 6), (4, 5), (9, 3)]:               # 10 - 5 = 5, 8 - 5 = 3: no centre
+        with pytest.raises(ValueError, match=r"differ by \d+x\d+ px; a centre crop needs an even"):
+            crop_and_concat.forward(skip, arr(xp, rng, 1, 1, *up_hw))
 
 
 def test_dropout_is_inverted_and_gradchecks(xp, rng):

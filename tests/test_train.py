@@ -128,3 +128,35 @@ def test_bad_config_is_a_clear_error():
         TrainConfig.from_preset("tiny", tile=96, depth=3).check()
     with pytest.raises(ValueError, match="valid presets"):
         TrainConfig.from_preset("huge")
+
+
+def test_figures_show_the_best_checkpoint(data, tmp_path, monkeypatch):
+    """predictions.png is drawn from the validation that made best.npz (not the last one), and
+    curves.png marks that step."""
+    import tinyunet.plots
+    calls = []
+    monkeypatch.setattr(tinyunet.plots, "plot_predictions",
+                        lambda image, label, prob, w, path, title: calls.append(("pred", prob, title)))
+    monkeypatch.setattr(tinyunet.plots, "plot_curves",
+                        lambda log, path, best_step: calls.append(("curves", best_step)))
+    t = Trainer(small_cfg(steps=12, val_every=2), *data, tmp_path / "run", progress=False)
+    probs_at = {}
+    validate = t.validate
+
+    def spy(tta=None):
+        out = validate(tta)
+        probs_at[t.step] = (t.val_probs[0].copy(), out["rand_error"])
+        return out
+    t.validate = spy
+    t.run()
+    errors = [r["val"]["rand_error"] for r in t.read_log() if "val" in r]
+    steps = [r["step"] for r in t.read_log() if "val" in r]
+    best_step = steps[int(np.argmin(errors))]
+    assert load_checkpoint(tmp_path / "run" / "best.npz")[0]["step"] == best_step
+    pred = [c for c in calls if c[0] == "pred"]
+    assert f"step {best_step}," in pred[-1][2]
+    np.testing.assert_array_equal(pred[-1][1], probs_at[best_step][0])
+    # drawn once per new best, never for a validation that was not one
+    new_best = [s for i, s in enumerate(steps) if errors[i] < min(errors[:i], default=np.inf)]
+    assert [int(c[2].split("step ")[1].split(",")[0]) for c in pred] == new_best
+    assert calls[-1] == ("curves", best_step)

@@ -4,8 +4,12 @@ The contracting path's map is larger than the upsampled one, because every valid
 loses a border; it is cropped to the centre and put first, the upsampled map second:
 
 Shapes: skip (N, C1, Hs, Ws), up (N, C2, H, W), Hs >= H, Ws >= W -> y (N, C1 + C2, H, W)
-        top = (Hs - H) // 2, left = (Ws - W) // 2   (the difference is even in a valid U-Net;
-        were it odd, the extra row/column would be dropped at the bottom/right).
+        top = (Hs - H) / 2, left = (Ws - W) / 2
+
+Hs - H and Ws - W must be even: only then is there a centre crop. In a U-Net of valid tile size
+they always are (8, 32, 80, 176 px from the lowest level up); an odd difference means the sizes
+went wrong upstream, and cropping anyway would misalign the two maps by half a pixel, so it is
+an error.
 """
 from .backend import get_array_module
 
@@ -16,6 +20,10 @@ def crop_offsets(skip_hw, up_hw):
     if hs < h or ws < w:
         raise ValueError(f"crop_and_concat: skip map {hs}x{ws} is smaller than the upsampled "
                          f"map {h}x{w}")
+    if (hs - h) % 2 or (ws - w) % 2:
+        raise ValueError(f"crop_and_concat: skip map {hs}x{ws} and upsampled map {h}x{w} differ "
+                         f"by {hs - h}x{ws - w} px; a centre crop needs an even difference (in a "
+                         f"U-Net, use a valid tile size: tinyunet.valid_input_sizes)")
     return (hs - h) // 2, (ws - w) // 2
 
 

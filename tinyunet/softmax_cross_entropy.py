@@ -6,8 +6,11 @@ Shapes: logits (N, K, H, W), labels (N, H, W) integers in [0, K), weights (N, H,
     loss   = (1 / (N H W)) * sum_x w(x) * -log p_{l(x)}(x)       (w = 1 without a weight map)
 
 The paper prints E = sum w log p without the minus sign; the loss minimised is -sum w log p. We
-divide by the number of pixels (not by sum w) so the loss of one tile does not depend on how many
-border pixels it happens to contain. log p is computed as a - logsumexp(a), stable for any logits.
+divide by the number of pixels N H W, a constant for a given tile size and batch, so one learning
+rate suits any tile size; it is the paper's sum up to that constant. We do not divide by sum w:
+that would cancel the weights' overall size, whereas here a tile with many heavily weighted border
+pixels has a larger loss and pulls harder, as in the paper. log p is a - logsumexp(a), stable for
+any logits.
 
     d loss / d a_k(x) = w(x) * (p_k(x) - [k == l(x)]) / (N H W)
 """

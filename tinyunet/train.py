@@ -6,8 +6,9 @@ A run lives in a folder (the run directory):
     log.jsonl           one JSON object per logged step and per validation
     latest.npz          the latest checkpoint (model, optimizer, step, random states)
     best.npz            the best checkpoint by validation Rand error
-    curves.png          training loss and validation metrics
-    predictions.png     a validation slice: image, ground truth, probability map, weight map
+    curves.png          training loss and validation metrics, the best step marked
+    predictions.png     a validation slice at the best checkpoint: image, ground truth,
+                        probability map, weight map
 
 Checkpoints are written atomically: to a temporary file in the same folder, flushed, then
 renamed over the old one, so a crash never leaves a half-written file in place of a good one.
@@ -253,7 +254,7 @@ class Trainer:
         """Mean ISBI metrics on the validation slices (tta: None = cfg.val_tta)."""
         probs = self.predict(self.val_x, tta=self.cfg.val_tta if tta is None else tta)
         res = evaluate(probs, self.val_labels == 255)
-        self._plot_predictions(probs[0])
+        self.val_probs = probs                # kept for predictions.png if this is the best
         return {k: v for k, v in res.items() if k != "per_slice"}
 
 
@@ -284,6 +285,7 @@ class Trainer:
                     if val["rand_error"] < self.best:
                         self.best = val["rand_error"]
                         self.save("best.npz")
+                        self._plot_predictions(self.val_probs[0])
                     self.save()
                     self._plot_curves()
                 if self.callback is not None:
@@ -309,35 +311,14 @@ class Trainer:
         return [json.loads(l) for l in (self.run_dir / "log.jsonl").read_text().splitlines()]
 
     def _plot_curves(self):
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from .plots import best_step, plot_curves
         log = self.read_log()
-        tr = [r for r in log if "loss" in r]
-        va = [r for r in log if "val" in r]
-        fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
-        ax[0].plot([r["step"] for r in tr], [r["loss"] for r in tr])
-        ax[0].set(xlabel="step", ylabel="training loss", yscale="log", title="loss")
-        for key in ("pixel_error", "rand_error"):
-            ax[1].plot([r["step"] for r in va], [r["val"][key] for r in va], "o-", label=key)
-        ax[1].set(xlabel="step", ylabel="error", title="validation", yscale="log")
-        ax[1].legend()
-        fig.tight_layout()
-        fig.savefig(self.run_dir / "curves.png", dpi=80)
-        plt.close(fig)
+        plot_curves(log, self.run_dir / "curves.png", best_step=best_step(log))
 
     def _plot_predictions(self, prob):
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        panels = [(self.val_images[0], "image", "gray"), (self.val_labels[0], "ground truth", "gray"),
-                  (prob, "P(cell)", "viridis"), (self.val_w[0], "weight map", "magma")]
-        fig, ax = plt.subplots(1, 4, figsize=(14, 3.8))
-        for a, (img, title, cmap) in zip(ax, panels):
-            a.imshow(img, cmap=cmap)
-            a.set_title(title)
-            a.axis("off")
-        fig.suptitle(f"validation slice 0, step {self.step}")
-        fig.tight_layout()
-        fig.savefig(self.run_dir / "predictions.png", dpi=70)
-        plt.close(fig)
+        """predictions.png, drawn when a validation gives a new best checkpoint."""
+        from .plots import plot_predictions
+        plot_predictions(self.val_images[0], self.val_labels[0], prob, self.val_w[0],
+                         self.run_dir / "predictions.png",
+                         f"validation slice 0 at the best checkpoint: step {self.step}, "
+                         f"Rand error {self.best:.4f}")
