@@ -34,7 +34,7 @@ class ArgumentParser(argparse.ArgumentParser):
         raise UserError(f"{message} (see --help)")
 
 
-def announce_compiling(message="compiling the Numba kernels: the first run only, about 10-20 s "
+def announce_compiling(message="compiling the Numba kernels: the first run only, about 15-20 s "
                                "(they are cached on disk for later runs)"):
     """Print `message` on stderr once, when Numba starts compiling a kernel in this process.
 

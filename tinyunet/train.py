@@ -70,7 +70,7 @@ class TrainConfig:
     log_every: int = 10
     seed: int = 0
     device: str = "cpu"
-    data: dict = None                  # where the data came from (the script's record, not read here)
+    data: dict = None                  # where the data came from: the script's record, unread here
 
     @classmethod
     def from_preset(cls, preset, **overrides):
