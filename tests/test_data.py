@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from tinyunet.data import labels_to_classes, load_isbi, load_pairs, synthetic_em
+from tinyunet.data import (DataError, DataNotFoundError, labels_to_classes, load_isbi,
+                           load_pairs, load_stack, synthetic_em)
 
 
 def write_isbi(folder, images, labels):
@@ -36,7 +37,10 @@ def test_isbi_round_trip_and_errors(tmp_path):
     bad[0, 0, :2] = [128, 7]
     with pytest.raises(ValueError, match=r"0 \(membrane\) and 255.*found also \[7, 128\]"):
         load_isbi(write_isbi(tmp_path / "values", images, bad))
+    (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="missing train-volume.tif, train-labels.tif"):
+        load_isbi(tmp_path / "empty")
+    with pytest.raises(DataNotFoundError, match="no such folder: .*nothing"):
         load_isbi(tmp_path / "nothing")
 
 
@@ -57,4 +61,40 @@ def test_folder_of_pairs(tmp_path):
     assert np.abs(imgs.astype(int) - images).max() <= 1
     (tmp_path / "002_image.png").write_bytes((tmp_path / "000_image.png").read_bytes())
     with pytest.raises(ValueError, match="3 image files but 2 label files"):
+        load_pairs(tmp_path)
+
+
+@pytest.mark.parametrize("name, content", [("a.png", b"not a png"), ("a.tif", b"not a tiff"),
+                                           ("a.jpg", b"\xff\xd8 broken"), ("a.bmp", b"BM?")])
+def test_a_file_that_is_not_an_image_is_named(tmp_path, name, content):
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(DataError, match=rf"{name}: cannot read it as an image .*valid formats "
+                                        rf"are TIFF .*PNG or JPEG"):
+        load_stack(tmp_path / name)
+    (tmp_path / "dir.png").mkdir()
+    with pytest.raises(DataError, match="dir.png is a folder, not an image file"):
+        load_stack(tmp_path / "dir.png")
+    with pytest.raises(DataNotFoundError, match="no such file: .*missing.png"):
+        load_stack(tmp_path / "missing.png")
+
+
+def test_folder_errors_name_the_folder_or_file(tmp_path):
+    images, labels = synthetic_em(n=2, size=32, seed=0)
+    with pytest.raises(DataNotFoundError, match="no such folder: .*nowhere"):
+        load_pairs(tmp_path / "nowhere")
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(DataError, match="file.txt is a file, not a folder"):
+        load_pairs(tmp_path / "file.txt")
+    with pytest.raises(DataNotFoundError, match="no image files matching '\\*image\\*'"):
+        load_pairs(tmp_path)
+    tifffile.imwrite(tmp_path / "0_image.tif", images[0])
+    tifffile.imwrite(tmp_path / "1_image.tif", images[1, :30])
+    tifffile.imwrite(tmp_path / "0_label.tif", labels[0])
+    tifffile.imwrite(tmp_path / "1_label.tif", labels[1])
+    with pytest.raises(DataError, match="1_image.tif is 30x32 but 0_image.tif is 32x32"):
+        load_pairs(tmp_path)
+    tifffile.imwrite(tmp_path / "1_image.tif", images[1])
+    tifffile.imwrite(tmp_path / "1_label.tif", labels[1] // 2)
+    with pytest.raises(DataError, match=r"1_label.tif: label values must be 0 .* found also"
+                                        r" \[127\]"):
         load_pairs(tmp_path)

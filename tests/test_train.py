@@ -77,8 +77,17 @@ def test_checkpoint_round_trip_and_errors(data, tmp_path):
     with pytest.raises(CheckpointError, match="corrupt or not a tinyunet checkpoint"):
         load_checkpoint(bad)
     np.savez(tmp_path / "other.npz", x=np.zeros(3))
-    with pytest.raises(CheckpointError, match="corrupt or not a tinyunet checkpoint"):
+    with pytest.raises(CheckpointError, match="not a tinyunet checkpoint: it has no 'meta' entry "
+                                              r"\(its arrays: x\)"):
         load_checkpoint(tmp_path / "other.npz")
+    # NumPy's own messages for these advise allow_pickle=True, which would run the file's code
+    np.savez(tmp_path / "objects.npz", meta=np.array([{"step": 1}], dtype=object))
+    (tmp_path / "random.npz").write_bytes(np.random.default_rng(0).bytes(2000))
+    for name, why in [("objects.npz", "it holds Python objects"),
+                      ("random.npz", r"it is not an .npz file \(a zip archive of arrays\)")]:
+        with pytest.raises(CheckpointError, match=why) as e:
+            load_checkpoint(tmp_path / name)
+        assert "pickle" not in str(e.value)
     with pytest.raises(CheckpointError, match="different model"):
         Trainer(small_cfg(base_channels=4), *data, tmp_path / "run", resume=True, progress=False)
 
@@ -149,8 +158,9 @@ def test_figures_show_the_best_checkpoint(data, tmp_path, monkeypatch):
         return out
     t.validate = spy
     t.run()
-    errors = [r["val"]["rand_error"] for r in t.read_log() if "val" in r]
-    steps = [r["step"] for r in t.read_log() if "val" in r]
+    # the step-0 validation ("before training") is logged but never becomes best.npz
+    errors = [r["val"]["rand_error"] for r in t.read_log() if "val" in r and r["step"] > 0]
+    steps = [r["step"] for r in t.read_log() if "val" in r and r["step"] > 0]
     best_step = steps[int(np.argmin(errors))]
     assert load_checkpoint(tmp_path / "run" / "best.npz")[0]["step"] == best_step
     pred = [c for c in calls if c[0] == "pred"]
