@@ -34,7 +34,7 @@ def setup(base, size, seed=0):
 def tiny_step(model, x, labels, weights):
     import tinyunet
     loss, d = tinyunet.softmax_cross_entropy(model.forward(x, train=True), labels, weights)
-    model.backward(d)
+    model.backward(d, input_grad=False)               # as in training (PyTorch: x needs none)
     return loss
 
 

@@ -23,16 +23,18 @@ TIMES = {}
 CLOCK = time.perf_counter
 
 
-def timed(module, name, key):
-    fn = getattr(module, name)
-
+def timed_fn(fn, key):
+    """fn, adding its time to TIMES[key] at every call."""
     def wrapper(*args, **kwargs):
         t0 = CLOCK()
         out = fn(*args, **kwargs)
         TIMES[key] = TIMES.get(key, 0.0) + CLOCK() - t0
         return out
+    return wrapper
 
-    setattr(module, name, wrapper)
+
+def timed(module, name, key):
+    setattr(module, name, timed_fn(getattr(module, name), key))
 
 
 def main():
@@ -58,9 +60,23 @@ def main():
         timed(conv3x3, "col2im", "col2im")
     else:
         conv = ("conv3x3_relu_forward", "conv3x3_relu_backward")
-        copies = ("im2col_band", "col2im_band_add", "bias_relu_band", "relu_grad_band")
-        for fn in conv + copies + ("max_pool2x2_forward", "max_pool2x2_backward"):
+        copies = ("im2col_band", "im2col_band (backward: rebuilt)", "col2im_band_add",
+                  "bias_relu_band", "relu_grad_band")
+        for fn in ("col2im_band_add", "bias_relu_band", "relu_grad_band", "max_pool2x2_forward",
+                   "max_pool2x2_backward", conv[0]):
             timed(ck, fn, fn)
+        # the columns rebuilt in the backward pass (the price of not keeping them) get a line of
+        # their own: im2col_band as called from inside conv3x3_relu_backward
+        im2col, backward = ck.im2col_band, ck.conv3x3_relu_backward
+        forward_im2col = ck.im2col_band = timed_fn(im2col, copies[0])
+
+        def backward_rebuilding(*args, **kwargs):
+            ck.im2col_band = timed_fn(im2col, copies[1])
+            try:
+                return backward(*args, **kwargs)
+            finally:
+                ck.im2col_band = forward_im2col
+        ck.conv3x3_relu_backward = timed_fn(backward_rebuilding, conv[1])
     model = tinyunet.UNet(base_channels=a.base)
     model.use_kernels = not a.readable
     rng = np.random.default_rng(0)

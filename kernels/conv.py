@@ -15,18 +15,30 @@ outlives a call. Per band, dw += dz @ cols^T, and dx gets the adjoint of im2col 
 w^T @ dz. Bands are made of full input-width rows (see im2col_band), so every copy is one
 contiguous slice per (channel, tap).
 
-Threads. The copies (im2col, col2im) and the elementwise passes are Numba `prange` loops in which
-each thread writes only its own rows (im2col: its own column rows; col2im: its own input rows, for
-every channel and tap), so there are no races and no atomics. The GEMMs are NumPy's (BLAS, threaded).
+Threads: one fork and one join per layer. The bands of a call are split into one contiguous run
+per thread; each thread does its runs' copies and GEMMs (Numba kernels that release the GIL,
+BLAS held to one thread meanwhile) in its own slice of the workspace, with its own partial dw and
+db, summed in a fixed order after the join (so the numbers do not depend on timing). Only the
+first band of a run can share input rows with another thread's band in dx (the 2 rows that two
+neighbouring bands both touch): that band adds into a private halo, added after the join. Fine-
+grained alternatives (a parallel loop inside every copy, threaded BLAS per band) synchronise
+the threads thousands of times per step, and on a busy machine every synchronisation waits for
+a time slice: measured 20x slower than this under load.
 """
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+
+import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 BAND_BYTES = 1 << 20        # columns of one band: ~1 MiB, fits the per-core L2 cache
 MIN_BAND_COLS = 2048        # but at least this many GEMM columns (deep layers: few, wide rows)
+THREADS = numba.config.NUMBA_NUM_THREADS   # the CPU's cores, or $NUMBA_NUM_THREADS
 
 
-@njit(parallel=True, cache=True)
+@njit(nogil=True, cache=True)
 def im2col_band(x, r0, r1, cols):
     """x (C, H, W) -> cols (C*9, (r1-r0)*W): the columns of output rows r0..r1-1, in full rows.
 
@@ -39,7 +51,7 @@ def im2col_band(x, r0, r1, cols):
     c_, h, w = x.shape
     n = (r1 - r0) * w
     xf = x.reshape(c_, h * w)
-    for k in prange(c_ * 9):                  # one column row per task: (channel, tap)
+    for k in range(c_ * 9):                  # one column row per (channel, tap)
         c, a, d = k // 9, (k % 9) // 3, k % 3
         s = (r0 + a) * w + d
         m = min(n, h * w - s)
@@ -47,30 +59,30 @@ def im2col_band(x, r0, r1, cols):
         cols[k, m:] = 0
 
 
-@njit(parallel=True, cache=True)
+@njit(nogil=True, cache=True)
 def col2im_band_add(dcols, r0, r1, dx):
     """dx (C, H, W) += the adjoint of im2col_band(., r0, r1): each column row added back into
     place as one contiguous slice. The two extra columns per row of dcols must be 0 (they are:
     they come from zero columns of dz), so adding them where they land changes nothing.
-    Each thread owns whole channels, so no two threads write the same element."""
+    (A private halo of rows r0 .. r1+1 is the call with r0 = 0, r1 = r1 - r0.)"""
     c_, h, w = dx.shape
     n = (r1 - r0) * w
     dxf = dx.reshape(c_, h * w)
-    for c in prange(c_):
+    for c in range(c_):
         for t in range(9):
             s = (r0 + t // 3) * w + t % 3
             m = min(n, h * w - s)
             dxf[c, s:s + m] += dcols[c * 9 + t, :m]
 
 
-@njit(parallel=True, cache=True)
+@njit(nogil=True, cache=True)
 def bias_relu_band(yb, b, r0, r1, y):
     """y[f, i, j] = max(yb[f, (i - r0)*W + j] + b[f], 0) for rows r0..r1-1, j < W'.
 
     yb (F, (r1-r0)*W) is a band of GEMM output in full rows; y (F, H', W') the layer's output."""
     f_, ho, wo = y.shape
     w = wo + 2
-    for f in prange(f_):
+    for f in range(f_):
         bf = b[f]
         for i in range(r0, r1):
             o = (i - r0) * w
@@ -79,7 +91,7 @@ def bias_relu_band(yb, b, r0, r1, y):
                 y[f, i, j] = v if v > 0 else 0
 
 
-@njit(parallel=True, cache=True, fastmath={"reassoc"})
+@njit(nogil=True, cache=True, fastmath={"reassoc"})
 def relu_grad_band(dy, y, r0, r1, dzb, db):
     """dzb[f, (i - r0)*W + j] = dy[f, i, j] where y > 0, else 0 (and 0 in the two extra
     columns); db[f] += the band's sum of dz. dy and y (F, H', W').
@@ -88,7 +100,7 @@ def relu_grad_band(dy, y, r0, r1, dzb, db):
     (fastmath 'reassoc' only lets the db sum be vectorised.)"""
     f_, ho, wo = y.shape
     w = wo + 2
-    for f in prange(f_):
+    for f in range(f_):
         s = 0.0
         for i in range(r0, r1):
             o = (i - r0) * w
@@ -101,10 +113,53 @@ def relu_grad_band(dy, y, r0, r1, dzb, db):
         db[f] += s
 
 
-def band_rows(c, w, itemsize, ho):
-    """Output rows per band: columns of about BAND_BYTES, but >= MIN_BAND_COLS GEMM columns."""
+def band_rows(c, w, itemsize, ho, threads=1):
+    """Output rows per band: columns of about BAND_BYTES, but >= MIN_BAND_COLS GEMM columns,
+    and at least one band per thread."""
     rows = max(BAND_BYTES // (9 * c * w * itemsize), -(-MIN_BAND_COLS // w), 1)
-    return min(rows, ho)
+    return max(1, min(rows, -(-ho // threads)))
+
+
+_POOL = None
+_POOL_LOCK = threading.Lock()
+
+
+@contextmanager
+def _blas_threads(n):
+    """Hold every BLAS library of the process to n threads (threadpoolctl) for the block."""
+    from threadpoolctl import ThreadpoolController
+    global _BLAS
+    try:
+        libs = _BLAS
+    except NameError:
+        libs = _BLAS = ThreadpoolController().select(user_api="blas").lib_controllers
+    old = [lib.num_threads for lib in libs]
+    for lib in libs:
+        lib.set_num_threads(n)
+    try:
+        yield
+    finally:
+        for lib, k in zip(libs, old):
+            lib.set_num_threads(k)
+
+
+def parallel_runs(work, items, threads=None):
+    """Split `items` into one contiguous run per thread and call work(t, run) for each, run 0 in
+    this thread and the others in a pool, BLAS single-threaded meanwhile; returns the results in
+    thread order. One fork and one join, whatever the number of items."""
+    global _POOL
+    threads = min(threads or THREADS, len(items)) or 1
+    bounds = [len(items) * t // threads for t in range(threads + 1)]
+    runs = [items[bounds[t]:bounds[t + 1]] for t in range(threads)]
+    if threads == 1:
+        return [work(0, runs[0])]
+    with _POOL_LOCK:
+        if _POOL is None or _POOL._max_workers < threads - 1:
+            _POOL = ThreadPoolExecutor(max_workers=threads - 1, thread_name_prefix="tinyunet")
+    with _blas_threads(1):
+        futures = [_POOL.submit(work, t, runs[t]) for t in range(1, threads)]
+        first = work(0, runs[0])
+        return [first] + [f.result() for f in futures]
 
 
 def conv3x3_relu_forward(x, w, b, workspace):
@@ -118,18 +173,22 @@ def conv3x3_relu_forward(x, w, b, workspace):
     x = np.ascontiguousarray(x)
     w2 = w.reshape(f, c * 9)
     y = np.empty((n, f, ho, wo), x.dtype)
-    rows = band_rows(c, wd, x.itemsize, ho)
-    size = c * 9 * rows * wd
-    buf = workspace(size + f * rows * wd)
-    for i in range(n):
-        for r0 in range(0, ho, rows):
-            r1 = min(r0 + rows, ho)
+    rows = band_rows(c, wd, x.itemsize, ho, THREADS)
+    bands = [(i, r0, min(r0 + rows, ho)) for i in range(n) for r0 in range(0, ho, rows)]
+    size = c * 9 * rows * wd                          # one thread's columns; then its GEMM output
+    buf = workspace((size + f * rows * wd) * min(THREADS, len(bands)))
+
+    def work(t, run):
+        mine = buf[t * (size + f * rows * wd):(t + 1) * (size + f * rows * wd)]
+        for i, r0, r1 in run:
             m = (r1 - r0) * wd
-            cols = buf[:c * 9 * m].reshape(c * 9, m)
-            yb = buf[size:size + f * m].reshape(f, m)
+            cols = mine[:c * 9 * m].reshape(c * 9, m)
+            yb = mine[size:size + f * m].reshape(f, m)
             im2col_band(x[i], r0, r1, cols)
-            np.matmul(w2, cols, out=yb)                        # (F, band), in the cache
+            np.matmul(w2, cols, out=yb)                     # (F, band), still in the cache
             bias_relu_band(yb, b, r0, r1, y[i])
+
+    parallel_runs(work, bands)
     return y
 
 
@@ -137,41 +196,60 @@ def conv3x3_relu_backward(dy, x, y, w, workspace, need_dx=True):
     """dy = dL/dy for y = relu(conv3x3(x, w) + b) -> (dx (N, C, H, W) or None, dw, db).
 
     x and y are the forward's input and output (y gives the ReLU's mask); the columns of x are
-    rebuilt band by band. need_dx=False skips dx (the network's input layer).
+    rebuilt band by band. need_dx=False skips dx (the network's input layer). dy is not changed.
     """
     n, c, h, wd = x.shape
     f = w.shape[0]
     ho, wo = h - 2, wd - 2
     dy = np.ascontiguousarray(dy)
     x = np.ascontiguousarray(x)
-    w2 = w.reshape(f, c * 9)
-    dwt = np.zeros((c * 9, f), x.dtype)                # dw transposed, see below
-    dwt_band = np.empty((c * 9, f), x.dtype)
-    db = np.zeros(f, x.dtype)
+    w2t = w.reshape(f, c * 9).T
     dx = np.zeros(x.shape, x.dtype) if need_dx else None
-    rows = band_rows(c, wd, x.itemsize, ho)
+    rows = band_rows(c, wd, x.itemsize, ho, THREADS)
+    bands = [(i, r0, min(r0 + rows, ho)) for i in range(n) for r0 in range(0, ho, rows)]
     size = c * 9 * rows * wd
-    buf = workspace(2 * size + f * rows * wd)
-    for i in range(n):
-        for r0 in range(0, ho, rows):
-            r1 = min(r0 + rows, ho)
+    per = 2 * size + f * rows * wd                    # a thread's columns, dcols and dz
+    buf = workspace(per * min(THREADS, len(bands)))
+
+    def work(t, run):
+        mine = buf[t * per:(t + 1) * per]
+        dwt = np.zeros((c * 9, f), x.dtype)           # dw transposed, see below
+        dwt_band = np.empty((c * 9, f), x.dtype)
+        db = np.zeros(f, x.dtype)
+        halo = None
+        for i, r0, r1 in run:
             m = (r1 - r0) * wd
-            dz = buf[2 * size:2 * size + f * m].reshape(f, m)
-            relu_grad_band(dy[i], y[i], r0, r1, dz, db)          # (F, band), 0 past W'
-            cols = buf[:c * 9 * m].reshape(c * 9, m)
-            im2col_band(x[i], r0, r1, cols)                      # rebuilt, not kept
+            dz = mine[2 * size:2 * size + f * m].reshape(f, m)
+            relu_grad_band(dy[i], y[i], r0, r1, dz, db)           # (F, band), 0 past W'
+            cols = mine[:c * 9 * m].reshape(c * 9, m)
+            im2col_band(x[i], r0, r1, cols)                       # rebuilt, not kept
             # dw^T += cols @ dz^T (C*9, F): the same product as dz @ cols^T, but with the long
             # band as the inner dimension of a tall result, OpenBLAS runs it ~2x faster.
             np.matmul(cols, dz.T, out=dwt_band)
             dwt += dwt_band
             if need_dx:
-                dcols = buf[size:size + c * 9 * m].reshape(c * 9, m)
-                np.matmul(w2.T, dz, out=dcols)                   # (C*9, band)
-                col2im_band_add(dcols, r0, r1, dx[i])
+                dcols = mine[size:size + c * 9 * m].reshape(c * 9, m)
+                np.matmul(w2t, dz, out=dcols)                     # (C*9, band)
+                if t > 0 and halo is None and r0 > 0:             # rows r0, r0+1 are shared
+                    halo = (i, r0, np.zeros((c, r1 - r0 + 2, wd), x.dtype))
+                    col2im_band_add(dcols, 0, r1 - r0, halo[2])
+                else:
+                    col2im_band_add(dcols, r0, r1, dx[i])
+            halo = halo or ()                         # only a run's first band may need one
+        return dwt, db, halo
+
+    parts = parallel_runs(work, bands)
+    dwt, db = parts[0][0], parts[0][1]
+    for part_dwt, part_db, halo in parts[1:]:         # a fixed order: reproducible sums
+        dwt += part_dwt
+        db += part_db
+        if halo:
+            i, r0, rows_ = halo
+            dx[i, :, r0:r0 + rows_.shape[1]] += rows_
     return dx, np.ascontiguousarray(dwt.T).reshape(w.shape), db
 
 
-@njit(parallel=True, cache=True)
+@njit(nogil=True, cache=True)
 def max_pool2x2_forward(x):
     """x (N, C, H, W), H and W even -> (y (N, C, H/2, W/2), idx uint8 0..3 of the winning corner).
 
@@ -180,7 +258,7 @@ def max_pool2x2_forward(x):
     n, c, h, w = x.shape
     y = np.empty((n, c, h // 2, w // 2), x.dtype)
     idx = np.empty((n, c, h // 2, w // 2), np.uint8)
-    for nc in prange(n * c):
+    for nc in range(n * c):
         i, ch = nc // c, nc % c
         for r in range(h // 2):
             for q in range(w // 2):
@@ -199,12 +277,12 @@ def max_pool2x2_forward(x):
     return y, idx
 
 
-@njit(parallel=True, cache=True)
+@njit(nogil=True, cache=True)
 def max_pool2x2_backward(dy, idx):
     """dy (N, C, H/2, W/2) -> dx (N, C, H, W): each dy to its window's winning corner, 0 elsewhere."""
     n, c, ho, wo = dy.shape
     dx = np.zeros((n, c, 2 * ho, 2 * wo), dy.dtype)
-    for nc in prange(n * c):
+    for nc in range(n * c):
         i, ch = nc // c, nc % c
         for r in range(ho):
             for q in range(wo):

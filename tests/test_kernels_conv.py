@@ -41,8 +41,11 @@ def test_im2col_and_col2im_bands_equal_the_readable_ops_band_by_band(rng, shape)
     np.testing.assert_allclose(dx, want, rtol=1e-13, atol=1e-13)
 
 
-@pytest.mark.parametrize("bands", ["one", "many"])
-def test_conv3x3_relu_kernels_equal_readable_ops(rng, request, bands):
+@pytest.mark.parametrize("bands, threads", [("one", 1), ("one", 2), ("many", 1), ("many", 2),
+                                            ("many", 3)])
+def test_conv3x3_relu_kernels_equal_readable_ops(rng, request, monkeypatch, bands, threads):
+    # several threads: each takes a run of bands; a run's first band adds dx through a halo
+    monkeypatch.setattr(k, "THREADS", threads)
     if bands == "many":
         request.getfixturevalue("small_bands")
     x = rng.standard_normal((2, 3, 9, 12))
@@ -53,7 +56,9 @@ def test_conv3x3_relu_kernels_equal_readable_ops(rng, request, bands):
     np.testing.assert_allclose(y, y_ref, rtol=1e-13, atol=1e-13)
     dy = rng.standard_normal(y.shape)
     dx_ref, dw_ref, db_ref = conv3x3.backward(relu.backward(dy, y_ref), cache)
-    dx, dw, db = k.conv3x3_relu_backward(dy.copy(), x, y, w, workspace())
+    dy_kept = dy.copy()
+    dx, dw, db = k.conv3x3_relu_backward(dy, x, y, w, workspace())
+    np.testing.assert_array_equal(dy, dy_kept)                    # dy is not overwritten
     for got, want in ((dx, dx_ref), (dw, dw_ref), (db, db_ref)):
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
     none, dw2, _ = k.conv3x3_relu_backward(dy.copy(), x, y, w, workspace(), need_dx=False)

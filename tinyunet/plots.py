@@ -205,3 +205,35 @@ def plot_predictions(image, label, prob, weights, path, title):
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+
+
+def layer_memory(model, size=572, itemsize=4):
+    """[(layer, input MiB, im2col columns MiB, output MiB)] for every 3x3 conv of `model` at a
+    size x size input (batch 1): what a layer could keep for its backward pass."""
+    maps = feature_maps(model, size)
+    mib = lambda n: n * itemsize / 2 ** 20                                # noqa: E731
+    rows = []
+    for prev, m in zip(maps, maps[1:]):
+        if m.op == "conv3x3":
+            rows.append((m.name, mib(prev.channels * prev.size ** 2),
+                         mib(9 * prev.channels * m.size ** 2), mib(m.channels * m.size ** 2)))
+    return rows
+
+
+def plot_layer_memory(model, size=572, figsize=(12, 4)):
+    """matplotlib Figure: bars of each 3x3 conv's input, im2col columns and output (layer_memory)."""
+    import numpy as np
+    from matplotlib.figure import Figure
+    rows = layer_memory(model, size)
+    fig = Figure(figsize=figsize)
+    ax = fig.subplots()
+    pos = np.arange(len(rows))
+    for k, (label, colour) in enumerate([("input x", "#1f4e9c"), ("im2col columns", "#c0262d"),
+                                         ("output y", "#2e9e44")]):
+        ax.bar(pos + (k - 1) * 0.27, [r[k + 1] for r in rows], 0.27, label=label, color=colour)
+    ax.set_xticks(pos, [r[0] for r in rows], rotation=60, ha="right", fontsize=8)
+    ax.set(ylabel="MiB (float32)", title=f"what each 3x3 conv could keep for its backward pass, "
+                                          f"{size}x{size} tile")
+    ax.legend()
+    fig.tight_layout()
+    return fig

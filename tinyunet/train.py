@@ -335,7 +335,7 @@ class Trainer:
         # weighting "none" samples weights of 1: the plain cross-entropy
         x, y, w = (backend.to_device(a, self.model.device) for a in self.sampler.sample(self.rng))
         loss, dlogits = softmax_cross_entropy(self.model.forward(x, train=True), y, w)
-        self.model.backward(dlogits)
+        self.model.backward(dlogits, input_grad=False)   # the image needs no gradient
         self.opt.lr = learning_rate(self.cfg, self.step)
         self.opt.step()
         return loss
