@@ -6,6 +6,7 @@ Shapes:  x (N, C, H, W),  w (F, C, 1, 1),  b (F,)  ->  y (N, F, H, W)
 
 With x viewed as (N, C, H*W) this is one matrix product per image; no im2col is needed.
 """
+from .backend import get_array_module
 
 
 def forward(x, w, b):
@@ -22,11 +23,13 @@ def forward(x, w, b):
 
 def backward(dy, cache):
     """dy (N, F, H, W) -> (dx (N, C, H, W), dw (F, C, 1, 1), db (F,))."""
+    xp = get_array_module(dy)
     x2, w, xshape = cache
     n, f = dy.shape[:2]
     dy = dy.reshape(n, f, -1)                         # (N, F, H*W)
     w2 = w.reshape(f, -1)
-    dw = sum(dy[i] @ x2[i].T for i in range(n)).reshape(w.shape)
+    # dw[f, c] = sum over the batch and pixels of dy[n, f, p] * x[n, c, p]: one GEMM
+    dw = xp.tensordot(dy, x2, axes=([0, 2], [0, 2])).reshape(w.shape)
     db = dy.sum(axis=(0, 2))
     dx = (w2.T @ dy).reshape(xshape)
     return dx, dw, db
