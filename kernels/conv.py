@@ -23,7 +23,8 @@ first band of a run can share input rows with another thread's band in dx (the 2
 neighbouring bands both touch): that band adds into a private halo, added after the join. Fine-
 grained alternatives (a parallel loop inside every copy, threaded BLAS per band) synchronise
 the threads thousands of times per step, and on a busy machine every synchronisation waits for
-a time slice: measured 20x slower than this under load.
+a time slice: on this project's 2-core machine with other work running, a training step of
+the base-16 network took 24.5 s that way against 4.7 s this way (and PyTorch's 6.4 s).
 """
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -120,8 +121,9 @@ def band_rows(c, w, itemsize, ho, threads=1):
     return max(1, min(rows, -(-ho // threads)))
 
 
-_POOL = None
+_POOL = None                # the worker threads (THREADS - 1 of them), made on first use
 _POOL_LOCK = threading.Lock()
+_BLAS = None                # threadpoolctl's controllers of the process's BLAS libraries
 
 
 @contextmanager
@@ -129,10 +131,9 @@ def _blas_threads(n):
     """Hold every BLAS library of the process to n threads (threadpoolctl) for the block."""
     from threadpoolctl import ThreadpoolController
     global _BLAS
-    try:
-        libs = _BLAS
-    except NameError:
-        libs = _BLAS = ThreadpoolController().select(user_api="blas").lib_controllers
+    if _BLAS is None:
+        _BLAS = ThreadpoolController().select(user_api="blas").lib_controllers
+    libs = _BLAS
     old = [lib.num_threads for lib in libs]
     for lib in libs:
         lib.set_num_threads(n)
