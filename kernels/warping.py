@@ -61,13 +61,23 @@ def _adjacent8(a, b):
     return max(abs(ya - yb), abs(xa - xb)) == 1
 
 
-def is_simple_code(code):
-    """The definition, for one neighbour code: T4(foreground) == 1 and T8(background) == 1."""
+def topological_numbers(code):
+    """(T4, T8) of a neighbour code: 4-connected foreground components among the 8 neighbours
+    that touch a 4-neighbour of the centre, and 8-connected background components."""
     fg = [(code >> k) & 1 == 1 for k in range(8)]
     bg = [not f for f in fg]
     t4 = sum(1 for c in _ring_components(fg, _adjacent4) if c & set(_FOUR_NEIGHBOURS))
-    t8 = len(_ring_components(bg, _adjacent8))
-    return t4 == 1 and t8 == 1
+    return t4, len(_ring_components(bg, _adjacent8))
+
+
+def is_simple_code(code):
+    """The definition, for one neighbour code: T4(foreground) == 1 and T8(background) == 1."""
+    return topological_numbers(code) == (1, 1)
+
+
+def neighbour_code(patch):
+    """The neighbour code of the centre of a 3x3 0/1 patch."""
+    return sum(int(bool(patch[1 + dy][1 + dx])) << k for k, (dy, dx) in enumerate(RING))
 
 
 SIMPLE = np.array([is_simple_code(c) for c in range(256)], dtype=np.bool_)   # (256,)
@@ -82,7 +92,7 @@ def _code(img, i, j):
 
 
 @njit(cache=True)
-def warp(source, rows, cols, simple):
+def warp(source, rows, cols, simple, max_passes=-1):
     """Flip the simple mismatches of `source` toward the target until none is left to flip.
 
     source: uint8 (H + 2, W + 2), 0/1, padded by one background pixel, changed in place.
@@ -93,11 +103,13 @@ def warp(source, rows, cols, simple):
     once (later visits see it). A flip turns a mismatch into a match and a match is never
     flipped, so the mismatches of a pass are those of the previous one minus its flips, in the
     same relative order: one sort before the first pass serves them all. Stops after a pass
-    that flips nothing.
+    that flips nothing (or after max_passes passes, if >= 0: to draw the warp step by step).
     """
     n = rows.shape[0]
     pending = np.arange(n)
-    while True:
+    passes = 0
+    while passes != max_passes:
+        passes += 1
         kept = 0
         for m in range(n):
             p = pending[m]
@@ -108,8 +120,9 @@ def warp(source, rows, cols, simple):
                 pending[kept] = p
                 kept += 1
         if kept == n:
-            return pending[:n]
+            break
         n = kept
+    return pending[:n]
 
 
 # mismatch kinds, named from the ground truth's side (the warped ground truth is the reference)
@@ -118,36 +131,53 @@ KINDS = ("merge", "split", "hole_addition", "hole_deletion", "object_addition", 
 
 
 @njit(cache=True)
-def _splits_when_removed(fg, i, j, stamp, queue, mark):
-    """True if the foreground 8-neighbours of foreground pixel (i, j) fall into two or more
-    4-connected components once (i, j) is removed: a flood fill from the first of them through
-    the foreground without (i, j), stopped as soon as it has reached all of them."""
+def cut_pixels(fg):
+    """bool (H, W): the cut pixels (articulation points) of the 4-connected foreground, the
+    pixels whose removal splits their component. One depth-first search over the whole image
+    (Hopcroft and Tarjan 1973): a pixel u is a cut pixel iff it is the root of a search tree
+    with two or more children, or it has a child v from whose subtree no edge climbs above u
+    (low[v] >= disc[u])."""
     h, w = fg.shape
-    first_i, first_j, targets = -1, -1, 0
-    for k in range(8):
-        y, x = i + RING_Y[k], j + RING_X[k]
-        if 0 <= y < h and 0 <= x < w and fg[y, x]:
-            targets += 1
-            if first_i < 0:
-                first_i, first_j = y, x
-    stamp[i, j] = mark                          # the removed pixel counts as visited: a wall
-    stamp[first_i, first_j] = mark
-    queue[0] = first_i * w + first_j
-    head, tail, reached = 0, 1, 1
-    while head < tail and reached < targets:
-        q = queue[head]
-        head += 1
-        y0, x0 = q // w, q % w
-        for d in range(4):
-            y, x = y0 + FOUR_Y[d], x0 + FOUR_X[d]
-            if 0 <= y < h and 0 <= x < w and fg[y, x] and stamp[y, x] != mark:
-                stamp[y, x] = mark
-                queue[tail] = y * w + x
-                tail += 1
-                if max(abs(y - i), abs(x - j)) == 1:
-                    reached += 1
-    return reached < targets
-
+    n = h * w
+    disc = np.full(n, -1, np.int64)               # discovery time, -1: not visited
+    low = np.zeros(n, np.int64)
+    parent = np.full(n, -1, np.int64)
+    cut = np.zeros(n, np.bool_)
+    stack = np.empty(n, np.int64)                 # the search path, with the next direction
+    step = np.empty(n, np.int64)                  # to try from each pixel on it
+    clock = 0
+    for root in range(n):
+        if not fg[root // w, root % w] or disc[root] >= 0:
+            continue
+        disc[root] = low[root] = clock
+        clock += 1
+        children, top = 0, 0
+        stack[0], step[0] = root, 0
+        while top >= 0:
+            u, d = stack[top], step[top]
+            if d < 4:
+                step[top] = d + 1
+                y, x = u // w + FOUR_Y[d], u % w + FOUR_X[d]
+                if 0 <= y < h and 0 <= x < w and fg[y, x]:
+                    v = y * w + x
+                    if disc[v] < 0:               # tree edge: go down
+                        parent[v] = u
+                        disc[v] = low[v] = clock
+                        clock += 1
+                        children += u == root
+                        top += 1
+                        stack[top], step[top] = v, 0
+                    elif v != parent[u]:          # back edge
+                        low[u] = min(low[u], disc[v])
+            else:                                 # u is done: report to its parent
+                top -= 1
+                if top >= 0:
+                    pu = stack[top]
+                    low[pu] = min(low[pu], low[u])
+                    if pu != root and low[u] >= disc[pu]:
+                        cut[pu] = True
+        cut[root] = children >= 2
+    return cut.reshape(h, w)
 
 
 @njit(cache=True)
@@ -162,12 +192,16 @@ def classify(warped, comp, rows, cols):
         ids == {0, one object}: background -> hole addition; foreground -> split if removing it
                                 splits its neighbours into >= 2 components, else hole deletion
         more objects:          background -> merge, foreground -> split
+    Fiji decides the split case by flipping the pixel and labelling the whole image again. Here:
+    removing p splits its foreground neighbours iff p is a cut pixel of its component (if it
+    is, each part keeps a 4-neighbour of p; if not, the rest of p's component stays connected,
+    and a p with no foreground 4-neighbour is a component of its own whose removal changes
+    nothing), so one search over the image (cut_pixels) answers for every mismatch.
     """
     h, w = warped.shape
     m = rows.shape[0]
     kinds = np.empty(m, np.int64)
-    stamp = np.zeros((h, w), np.int64)
-    queue = np.empty(h * w, np.int64)
+    cut = cut_pixels(warped)
     ids = np.empty(8, np.int64)
     for t in range(m):
         i, j = rows[t], cols[t]
@@ -192,7 +226,7 @@ def classify(warped, comp, rows, cols):
         elif n_ids == 2:                        # always {0, one object}: a full ring is one
             if not centre_fg:
                 kinds[t] = HOLE_ADDITION
-            elif _splits_when_removed(warped, i, j, stamp, queue, t + 1):
+            elif cut[i, j]:
                 kinds[t] = SPLIT
             else:
                 kinds[t] = HOLE_DELETION

@@ -169,12 +169,14 @@ def iou(pred, truth):
     return 1.0 if union == 0 else np.count_nonzero(pred & truth) / union
 
 
-def warp_ground_truth(prob, truth, threshold=0.5):
+def warp_ground_truth(prob, truth, threshold=0.5, max_passes=None):
     """Warp the ground truth toward the prediction prob > threshold by flipping simple pixels.
 
     Returns (warped, mismatches, kinds): warped bool (H, W); mismatches int64 (M, 2), the (row,
     col) of the pixels where warped and prediction still differ; kinds int64 (M,), indices into
     kernels.warping.KINDS ("merge", "split", ...). Visiting order: see the module docstring.
+    max_passes: stop early (for figures of the warp step by step; the kinds then describe
+    pixels that may still be flippable).
     """
     prob, truth = _check(prob, truth)
     h, w = truth.shape
@@ -187,8 +189,9 @@ def warp_ground_truth(prob, truth, threshold=0.5):
     order = np.argsort(-key, kind="stable")
     source = np.zeros((h + 2, w + 2), np.uint8)
     source[1:-1, 1:-1] = truth
-    left = warp(source, rows[order] + 1, cols[order] + 1, SIMPLE)
-    warped = source[1:-1, 1:-1]
+    left = warp(source, rows[order] + 1, cols[order] + 1, SIMPLE,
+                -1 if max_passes is None else int(max_passes))
+    warped = np.ascontiguousarray(source[1:-1, 1:-1])
     rem_rows, rem_cols = rows[order][left], cols[order][left]
     comp, _ = ndi.label(warped, structure=_FOUR)
     kinds = classify(warped, comp.astype(np.int32), rem_rows, rem_cols)
