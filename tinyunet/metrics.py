@@ -160,7 +160,7 @@ def thinned_scores(prob, truth, threshold):
     prob, truth = _check(prob, truth)
     gt_seg, _ = ndi.label(truth, structure=_FOUR)
     pr_seg = thin_borders(prob > threshold)
-    return _rand_f(_rand_sums(gt_seg, pr_seg)), info_fscore(gt_seg, pr_seg)
+    return float(_rand_f(_rand_sums(gt_seg, pr_seg))), float(info_fscore(gt_seg, pr_seg))
 
 
 def iou(pred, truth):
@@ -206,7 +206,7 @@ def warping_error(prob, truth, threshold=0.5):
     _, _, kinds = warp_ground_truth(prob, truth, threshold)
     size = float(np.asarray(truth).size)
     counts = np.bincount(kinds, minlength=len(KINDS))
-    out = {"warping_error": (counts[MERGE] + counts[SPLIT]) / size,
+    out = {"warping_error": float(counts[MERGE] + counts[SPLIT]) / size,
            "warping_error_all": len(kinds) / size}
     out.update({k: int(c) for k, c in zip(KINDS, counts)})
     return out
