@@ -201,6 +201,8 @@ def classify(warped, comp, rows, cols):
     h, w = warped.shape
     m = rows.shape[0]
     kinds = np.empty(m, np.int64)
+    if m == 0:
+        return kinds
     cut = cut_pixels(warped)
     ids = np.empty(8, np.int64)
     for t in range(m):
