@@ -363,8 +363,10 @@ def final_report(trainer, run_dir, device, data):
     """The best checkpoint, with and without test-time augmentation -> final_metrics.json."""
     best, meta = model_from_checkpoint(run_dir / "best.npz", device)
     trainer.model = best
-    final = {"step": meta["step"], "data": data["source"], "plain": trainer.validate(tta=False),
-             "tta": trainer.validate(tta=True)}
+    # the final report adds the challenge's topological scores (warping error, V_rand, V_info)
+    final = {"step": meta["step"], "data": data["source"],
+             "plain": trainer.validate(tta=False, topology=True),
+             "tta": trainer.validate(tta=True, topology=True)}
     (run_dir / "final_metrics.json").write_text(json.dumps(final, indent=1))
     print(f"best checkpoint (step {meta['step']}): {fmt(final['plain'])}")
     print(f"  with 8-fold test-time augmentation: {fmt(final['tta'])}")
@@ -373,7 +375,7 @@ def final_report(trainer, run_dir, device, data):
 
 
 def fmt(m):
-    return ", ".join(f"{k} {v:.4f}" for k, v in m.items())
+    return ", ".join(f"{k} {v:.4g}" for k, v in m.items())
 
 
 if __name__ == "__main__":

@@ -82,3 +82,147 @@ def softmax_cross_entropy(logits, labels, weights=None):
                 wt = 1.0 if weights is None else weights[nn, i, j]
                 total += wt * -np.log(p[labels[nn, i, j]])
     return total / (n * h * w)
+
+
+# ---- warping error (Jain et al. 2010, as Fiji's WarpingError computes it) -------------------
+
+def _flood(mask, start, steps):
+    """Pixels of `mask` reachable from `start` through `steps`: a set of (y, x)."""
+    seen, stack = {start}, [start]
+    while stack:
+        y, x = stack.pop()
+        for dy, dx in steps:
+            q = (y + dy, x + dx)
+            if 0 <= q[0] < mask.shape[0] and 0 <= q[1] < mask.shape[1] and mask[q] and q not in seen:
+                seen.add(q)
+                stack.append(q)
+    return seen
+
+
+STEPS4 = ((1, 0), (-1, 0), (0, 1), (0, -1))
+STEPS8 = STEPS4 + ((1, 1), (1, -1), (-1, 1), (-1, -1))
+
+
+def components(mask, steps):
+    """Connected components of a boolean image: a list of sets of (y, x)."""
+    comps, done = [], set()
+    for p in zip(*np.nonzero(mask)):
+        p = (int(p[0]), int(p[1]))
+        if p not in done:
+            comp = _flood(mask, p, steps)
+            done |= comp
+            comps.append(comp)
+    return comps
+
+
+def is_simple(patch):
+    """Simple-point test of the centre of a 3x3 0/1 patch, from the definition: among the 8
+    neighbours, one 4-connected foreground component touching a 4-neighbour of the centre, and
+    one 8-connected background component."""
+    ring = np.array(patch, bool)
+    fg, bg = ring.copy(), ~ring
+    fg[1, 1] = bg[1, 1] = False
+    t4 = sum(1 for c in components(fg, STEPS4) if c & {(0, 1), (1, 0), (1, 2), (2, 1)})
+    return t4 == 1 and len(components(bg, STEPS8)) == 1
+
+
+def warp_ground_truth(prob, truth, threshold):
+    """Fiji's simple-point warp, pass by pass: list the mismatches column by column, sort them
+    stably by float32 |p - t|, largest first, flip each simple one at once; stop after a pass
+    that flips nothing. Returns (warped bool (H, W), remaining [(y, x)] of the last pass)."""
+    h, w = truth.shape
+    src = np.zeros((h + 2, w + 2), np.uint8)
+    src[1:-1, 1:-1] = truth
+    pred = np.zeros((h + 2, w + 2), np.uint8)
+    pred[1:-1, 1:-1] = prob > threshold
+    while True:
+        mism = [(y, x) for x in range(1, w + 1) for y in range(1, h + 1) if src[y, x] != pred[y, x]]
+        key = [np.float32(abs(float(np.float32(prob[y - 1, x - 1])) - threshold)) for y, x in mism]
+        order = sorted(range(len(mism)), key=lambda k: -key[k])        # sorted() is stable
+        flips = 0
+        for k in order:
+            y, x = mism[k]
+            if is_simple(src[y - 1:y + 2, x - 1:x + 2]):
+                src[y, x] = 1 - src[y, x]
+                flips += 1
+        if flips == 0:
+            return src[1:-1, 1:-1].astype(bool), [(y - 1, x - 1) for y, x in mism]
+
+
+def classify_mismatch(warped, y, x):
+    """Fiji's classifyMismatches2d for one remaining mismatch, whole image (no radius): the ids
+    of the 4-connected foreground components of the warped ground truth among the 8 neighbours
+    inside the image; for a foreground pixel with background and one object around, flip it and
+    label the whole image again."""
+    from scipy import ndimage as ndi
+    four = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]])
+
+    def ids(lab):
+        h, w = lab.shape
+        return {int(lab[y + dy, x + dx]) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+                if (dy or dx) and 0 <= y + dy < h and 0 <= x + dx < w}
+
+    lab = ndi.label(warped, four)[0]
+    around, fg = ids(lab), bool(warped[y, x])
+    if around == {0}:
+        return "object_deletion" if fg else "object_addition"
+    if len(around) == 1:
+        return "hole_addition" if fg else "hole_deletion"
+    if len(around) == 2:
+        if not fg:
+            return "hole_addition"
+        flipped = warped.copy()
+        flipped[y, x] = False
+        return "split" if len(ids(ndi.label(flipped, four)[0])) > 2 else "hole_deletion"
+    return "split" if fg else "merge"
+
+
+def thin_borders(cells):
+    """Fiji's classic watershed (utils.WatershedTransform2D, connectivity 4) on a binary
+    prediction, literally: level 0 = cells, level 1 = border; pixels of one level in column-major
+    order; a FIFO; neighbours left, up, right, down. 0 = line pixels."""
+    from collections import deque
+    h, w = cells.shape
+    MASK, WSHED, INIT, INQUEUE = -2, 0, -1, -3
+    lab = np.full((h, w), INIT)
+    flag, current = False, 0
+    nbrs = lambda i, j: [(i, j - 1), (i - 1, j), (i, j + 1), (i + 1, j)]
+    inside = lambda i, j: 0 <= i < h and 0 <= j < w
+    for level in (True, False):
+        pixels = [(i, j) for j in range(w) for i in range(h) if cells[i, j] == level]
+        fifo = deque()
+        for i, j in pixels:
+            lab[i, j] = MASK
+            if any(inside(u, v) and lab[u, v] >= WSHED for u, v in nbrs(i, j)):
+                fifo.append((i, j))
+                lab[i, j] = INQUEUE
+        while fifo:
+            i, j = fifo.popleft()
+            for u, v in nbrs(i, j):
+                if not inside(u, v):
+                    continue
+                if lab[u, v] > 0:
+                    if lab[i, j] == INQUEUE or (lab[i, j] == WSHED and flag):
+                        lab[i, j] = lab[u, v]
+                    elif lab[i, j] > 0 and lab[i, j] != lab[u, v]:
+                        lab[i, j] = WSHED
+                        flag = False
+                elif lab[u, v] == WSHED:
+                    if lab[i, j] == INQUEUE:
+                        lab[i, j] = WSHED
+                        flag = True
+                elif lab[u, v] == MASK:
+                    lab[u, v] = INQUEUE
+                    fifo.append((u, v))
+        for i, j in pixels:
+            if lab[i, j] == MASK:
+                current += 1
+                lab[i, j] = current
+                fifo.append((i, j))
+                while fifo:
+                    a, b = fifo.popleft()
+                    for u, v in nbrs(a, b):
+                        if inside(u, v) and lab[u, v] == MASK:
+                            lab[u, v] = current
+                            fifo.append((u, v))
+    return np.where(lab == INIT, 0, lab)
