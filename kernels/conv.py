@@ -127,8 +127,13 @@ _BLAS = None                # threadpoolctl's controllers of the process's BLAS 
 
 
 @contextmanager
-def _blas_threads(n):
-    """Hold every BLAS library of the process to n threads (threadpoolctl) for the block."""
+def blas_threads(n):
+    """Hold every BLAS library of the process to n threads (threadpoolctl) for the block.
+
+    UNet holds BLAS to one thread for a whole forward and backward on the CPU: the kernels'
+    own threads do the parallel work, and OpenBLAS's threads, once woken by a multithreaded
+    GEMM, spin for a while after it and take a core from them (measured: a 2-thread step took
+    longer than a 1-thread one until BLAS was held for the whole step)."""
     from threadpoolctl import ThreadpoolController
     global _BLAS
     if _BLAS is None:
@@ -157,7 +162,7 @@ def parallel_runs(work, items, threads=None):
     with _POOL_LOCK:
         if _POOL is None or _POOL._max_workers < threads - 1:
             _POOL = ThreadPoolExecutor(max_workers=threads - 1, thread_name_prefix="tinyunet")
-    with _blas_threads(1):
+    with blas_threads(1):
         futures = [_POOL.submit(work, t, runs[t]) for t in range(1, threads)]
         first = work(0, runs[0])
         return [first] + [f.result() for f in futures]

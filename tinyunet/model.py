@@ -17,6 +17,7 @@ from collections import OrderedDict
 
 import numpy as np
 
+import contextlib
 import os
 
 from kernels import conv as cpu_kernels
@@ -259,6 +260,11 @@ class UNet:
             return cpu_kernels.max_pool2x2_backward(np.ascontiguousarray(dy), cache[0])
         return max_pool2x2.backward(dy, cache)
 
+    def _engine(self):
+        """The context the CPU kernels run in (BLAS held to one thread: kernels/conv.py says
+        why); nothing on the readable route."""
+        return cpu_kernels.blas_threads(1) if self.use_kernels else contextlib.nullcontext()
+
     def forward(self, x, train=False, keep=True):
         """x (N, C, H, W) -> logits (N, K, H', W'). train=True enables dropout.
 
@@ -266,6 +272,10 @@ class UNet:
         the dropout mask); keep=False keeps nothing, for inference (see predict_proba).
         """
         x = self._check_input(x)
+        with self._engine():
+            return self._forward(x, train, keep)
+
+    def _forward(self, x, train, keep):
         p = self.params
         self._tape.clear()
         tape = self._tape if keep else {}                 # eval mode: caches are dropped
@@ -296,10 +306,14 @@ class UNet:
         input_grad=False skips the gradient of the input image (training does not need it) and
         returns None.
         """
-        tape, g = self._tape, self._grads
-        if "out" not in tape:
+        if "out" not in self._tape:
             raise RuntimeError("UNet.backward: call forward() first (each backward consumes "
                                "the activations of one forward made with keep=True)")
+        with self._engine():
+            return self._backward(dlogits, input_grad)
+
+    def _backward(self, dlogits, input_grad):
+        tape, g = self._tape, self._grads
         dh, g["out.weight"][...], g["out.bias"][...] = conv1x1.backward(dlogits, tape.pop("out"))
         dskips = {}
         for i in range(self.depth):                       # expanding path, in reverse
