@@ -125,22 +125,26 @@ def predict_whole(model, image):
 
 
 def forward_memory(config, tile, batch=1):
-    """An upper estimate, in bytes, of the memory one forward pass of a U-Net with `config`
-    (UNet.config) takes on a batch of tile x tile inputs (the parameters not counted).
+    """An upper estimate, in bytes, of the memory one inference pass (predict_proba) of a U-Net
+    with `config` (UNet.config) takes on a batch of tile x tile inputs (parameters not counted).
 
-    It counts every layer's output at the model's dtype, as if all were alive at once (the skip
-    maps are, and the forward pass keeps the rest for a backward pass), plus every 3x3
-    convolution's im2col matrix (9 C_in x H' W'), which the engine keeps per layer to reuse.
-    tests/test_volume.py checks that it bounds the measured peak (tracemalloc) from above.
+    At any layer the pass holds the skip maps still to be concatenated, the layer's input, its
+    output (twice for a convolution: the GEMM's result and its (N, F, H', W') copy) and one
+    scratch buffer as large as the largest im2col matrix so far (9 C_in x H' W', kept by the
+    model for the next pass). The estimate adds the skips of all levels, the largest layer and
+    the largest im2col matrix: about what the im2col engine (NumPy reference, GPU) takes (0.7 to
+    1.25 times, measured). The CPU kernels build the columns in small bands and need a third
+    to a quarter of it, so on the CPU the budget is kept with room to spare;
+    tests/test_volume.py checks that it bounds their peak and grows with the tile as it does.
     """
     depth, base = config["depth"], config["base_channels"]
     check_input_size(tile, depth, "tile size")
     itemsize = np.dtype(config.get("dtype", "float32")).itemsize
-    maps, cols = [config["in_channels"] * tile * tile], []
+    skips, layers, cols = [], [], []
 
     def conv(c_in, c_out, s):                   # a 3x3 valid conv + ReLU on an s x s map
         cols.append(9 * c_in * (s - 2) ** 2)
-        maps.append(2 * c_out * (s - 2) ** 2)   # conv output and its ReLU
+        layers.append(c_in * s * s + 2 * c_out * (s - 2) ** 2)
         return s - 2
 
     s, c_in = tile, config["in_channels"]
@@ -148,15 +152,15 @@ def forward_memory(config, tile, batch=1):
         c = base * 2 ** i
         s = conv(c, c, conv(c_in, c, s))
         if i < depth:
+            skips.append(c * s * s)
             s //= 2
-            maps.append(c * s * s)              # the pooled map
         c_in = c
-    for i in reversed(range(depth)):            # expanding path
+    for i in reversed(range(depth)):            # expanding path: up-conv, concatenation
         c, s = base * 2 ** i, 2 * s
-        maps.append(3 * c * s * s)              # up-conv output and the concatenation
+        layers.append(2 * c * s * s + 2 * c * s * s)
         s = conv(c, c, conv(2 * c, c, s))
-    maps.append(2 * config["n_classes"] * s * s)   # logits and probabilities
-    return int(batch * itemsize * (sum(maps) + sum(cols)))
+    layers.append(base * s * s + 2 * config["n_classes"] * s * s)   # logits, probabilities
+    return int(batch * itemsize * (sum(skips) + max(layers) + max(cols)))
 
 
 def choose_tile(model, memory, batch=1, max_size=None):
