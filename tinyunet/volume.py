@@ -239,6 +239,8 @@ def save_volume(prob, path, overwrite=False, progress=True):
         parent = parent.parent
     if not os.access(parent, os.W_OK) or not parent.is_dir():
         raise ValueError(f"cannot write {path}: {parent} is not a writable folder")
+    # zarr wants regular chunks: split a merged last block (see _axis_chunks) at the chunk size
+    prob = prob.rechunk(tuple(c[0] for c in prob.chunks))
     store = da.to_zarr(prob, str(path), overwrite=overwrite, compute=False)
     _compute(store, progress)
     return path
