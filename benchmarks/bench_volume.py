@@ -10,7 +10,7 @@ ru_maxrss) minus its size after imports and a warm-up pass, so it counts what th
 computation itself holds.
 
     python benchmarks/bench_volume.py                                  # the issue's 32 x 2048 x 2048
-    python benchmarks/bench_volume.py --shapes 2x512x512 8x1024x1024 --nets tiny cpu
+    python benchmarks/bench_volume.py --shapes 4x1024x1024 16x1024x1024 --threads 1
 """
 import argparse
 import json
@@ -86,6 +86,8 @@ def main():
     ap.add_argument("--memory", default="1G", help="forward-pass budget (choose_tile)")
     ap.add_argument("--chunk", default=None, help="Z,Y,X per block (default: from the tile)")
     ap.add_argument("--methods", nargs="+", default=["volume", "tiled"])
+    ap.add_argument("--threads", type=int, help="threads per process for Numba and BLAS "
+                    "(NUMBA_NUM_THREADS, OMP_NUM_THREADS, OPENBLAS_NUM_THREADS; default: theirs)")
     ap.add_argument("--one", nargs=3, help=argparse.SUPPRESS)     # net store method (child)
     a = ap.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
@@ -94,8 +96,12 @@ def main():
     chunk = parse_chunk(a.chunk) if a.chunk else None
     if a.one:
         return one(a.one[0], a.one[1], a.one[2], memory, chunk)
+    env = dict(os.environ)
+    if a.threads:
+        env.update({k: str(a.threads) for k in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS",
+                                                 "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")})
     print(f"{os.cpu_count()} CPU cores, float32, random weights, dask threaded scheduler, "
-          f"forward budget {a.memory}")
+          f"forward budget {a.memory}, {a.threads or 'default'} Numba/BLAS threads")
     print(f"{'net':5} {'volume':>14} {'method':>13} {'tile':>5} {'blocks':>16} {'s':>7} "
           f"{'Mvoxel/s':>9} {'peak MiB':>9}")
     with tempfile.TemporaryDirectory() as tmp:
@@ -108,7 +114,8 @@ def main():
                     cmd = [sys.executable, __file__, "--one", net, str(store), method,
                            "--memory", a.memory] + (["--chunk", a.chunk] if a.chunk else [])
                     r = json.loads(subprocess.run(cmd, check=True, capture_output=True,
-                                                  text=True).stdout.strip().splitlines()[-1])
+                                                  text=True, env=env).stdout.strip()
+                                   .splitlines()[-1])
                     name = "predict_volume" if method == "volume" else "predict_tiled"
                     print(f"{net:5} {shape:>14} {name:>14} {r['tile']:5d} "
                           f"{str(tuple(r['blocks'] or ())) if r['blocks'] else 'slices':>16} "

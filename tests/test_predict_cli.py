@@ -182,3 +182,23 @@ def test_zarr_without_dask_says_how_to_install(run, capsys, monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "dask.array", None)
     line = error_line([ckpt, tmp / "v.zarr"], capsys)
     assert "pip install 'tinyunet[volume]'" in line
+
+
+def test_tiff_to_zarr_block_by_block(run, capsys):
+    pytest.importorskip("zarr")
+    import zarr
+    ckpt, model, image, tmp = run
+    code, out, err = cli([ckpt, tmp / "stack.tif", "--format", "zarr", "--tile", "60"], capsys)
+    assert code == 0, err
+    prob = zarr.open(str(tmp / "run" / "predictions" / "stack_prob.zarr"), mode="r")[:]
+    ref = [predict_tiled(model, s, tile=60)[1] for s in normalise(image, MEAN, STD)]
+    np.testing.assert_allclose(prob, ref, atol=1e-5)
+
+
+def test_unreachable_scheduler_is_one_line(run, capsys):
+    pytest.importorskip("distributed")
+    ckpt, _, _, tmp = run
+    line = error_line([ckpt, tmp / "stack.tif", "--scheduler", "tcp://127.0.0.1:9", "--out",
+                       tmp / "d"], capsys)
+    assert "cannot reach the dask scheduler at tcp://127.0.0.1:9" in line
+    assert not (tmp / "d").exists()
