@@ -255,7 +255,8 @@ def predict_blockwise(model, meta, source, out, target, fmt, chunk, memory, args
                                   tta=args.tta, mean=meta["mean"], std=meta["std"],
                                   batch=args.batch)
         except ValueError as e:
-            raise UserError(f"{source}: {e}") from None
+            hint = ": raise --memory or give a --tile" if "memory budget" in str(e) else ""
+            raise UserError(f"{source}: {e}{hint}") from None
         z, h, w = prob.shape
         print(f"{source}: {z} x {h} x {w} voxels in blocks of {prob.chunksize}"
               f"{f' on {args.scheduler}' if client else ''}", flush=True)

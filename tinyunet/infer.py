@@ -177,10 +177,18 @@ def choose_tile(model, memory, batch=1, max_size=None):
     fits = [t for t in sizes if forward_memory(model.config, t, batch) <= memory]
     if not fits:
         need = forward_memory(model.config, sizes[0], batch)
-        raise ValueError(f"a memory budget of {memory / 2**20:.0f} MiB is too small for this "
-                         f"network: its smallest tile ({sizes[0]} px, batch {batch}) needs "
-                         f"about {need / 2**20:.0f} MiB")
+        raise ValueError(f"a memory budget of {_bytes(memory)} is too small for this network: "
+                         f"its smallest tile ({sizes[0]} px, batch {batch}) needs about "
+                         f"{_bytes(need)}")
     return fits[-1]
+
+
+def _bytes(n):
+    """1536 -> '1.5 KiB'."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.3g} {unit}"
+        n /= 1024
 
 
 def covering_tile(size, depth):
