@@ -83,10 +83,11 @@ def load_model(path, device):
 
 
 def training_data(meta, checkpoint):
-    """What the checkpoint was trained on, as recorded ('synthetic ...', a folder), or None.
+    """What the checkpoint was trained on, as recorded ('synthetic' or a folder), or None.
 
-    Looked for in the checkpoint's metadata and in config.json of its run folder, under 'data'
-    (a string, or a dict with 'source'); older runs did not record it."""
+    Looked for in the checkpoint's metadata (train_config, as examples/train_isbi.py saves
+    it) and in config.json of its run folder, under 'data': a dict with 'source', or a string.
+    Older runs did not record it: then None, and nothing is said."""
     configs = [meta, meta.get("train_config") or {}]
     config_json = Path(checkpoint).parent / "config.json"
     try:
@@ -196,10 +197,10 @@ def main(argv=None):
         probe = probe.parent
     if not probe.is_dir():
         raise UserError(f"cannot write to {out}: {probe} is a file")
-    trained_on = training_data(meta, args.checkpoint)
-    if trained_on and "synthetic" in trained_on.lower():
-        print(f"warning: {args.checkpoint} was trained on {trained_on}, not on real EM "
-              f"images: its predictions on real data mean little", file=sys.stderr)
+    trained_on = (training_data(meta, args.checkpoint) or "").lower()
+    if trained_on == "synthetic" or trained_on.startswith("synthetic em"):   # train_isbi's names
+        print(f"warning: {args.checkpoint} was trained on the built-in synthetic EM set, not on "
+              f"real EM images: its predictions on real data mean little", file=sys.stderr)
 
     if blockwise:
         return predict_blockwise(model, meta, source, out, targets[0], fmt, chunk, memory, args)

@@ -126,6 +126,7 @@ def test_default_output_folder_is_ignored_by_git():
     ("synthetic EM (built in)", True),
     ({"source": "synthetic", "seed": 0}, True),
     ("/data/isbi2012", False),
+    ({"source": "/data/synthetic-looking-name", "seed": None}, False),   # a folder
     (None, False),                                # older runs: the source is unknown
 ])
 def test_warns_when_the_checkpoint_was_trained_on_synthetic_data(tmp_path, capsys, data, warned):
