@@ -7,13 +7,17 @@ that are multiples of 2^depth (16 for the paper's network); the tiles therefore 
 largest multiple of 16 that fits in O (overlapping by O mod 16 px), and every tile sees its
 input at the alignment it would have in one pass over the whole mirrored image. So the result
 equals that single pass up to float rounding, whatever the tile size: no seams.
+
+`choose_tile` picks the largest valid tile whose forward pass fits a memory budget
+(`forward_memory` estimates it from the model's configuration); `predict_volume` runs the same
+tiling blockwise over volumes larger than memory (tinyunet/volume.py, with dask).
 """
 import math
 
 import numpy as np
 
 from . import backend
-from .model import check_input_size, output_size
+from .model import check_input_size, output_size, valid_input_sizes
 
 
 def mirror_pad(image, top, bottom, left, right):
@@ -42,8 +46,34 @@ def tile_grid(size, out, align):
     return [k * step for k in range(n)], (n - 1) * step + out
 
 
+def _prob_dtype(model):
+    return np.float64 if model.dtype == np.float64 else np.float32
+
+
+def run_tiles(model, padded, ys, xs, tile, result, batch=1, progress=False):
+    """Run the network on the tiles of `padded` (C, H, W) at input origins ys x xs, each
+    tile = (tile_h, tile_w) px, and write each tile's output (K, O_h, O_w) into `result`
+    (K, ., .) at the same origins (output pixel (y, x) <- input window from (y, x)).
+    Where tiles overlap they hold equal values (the origins are aligned to 2^depth)."""
+    th, tw = tile
+    oh, ow = output_size(th, model.depth), output_size(tw, model.depth)
+    origins = [(y, x) for y in ys for x in xs]
+    bar = range(0, len(origins), batch)
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(bar, desc="tiles", unit="batch", leave=False)
+    for i in bar:
+        chunk = origins[i:i + batch]
+        x = np.stack([padded[:, y:y + th, x0:x0 + tw] for y, x0 in chunk])  # (B, C, Th, Tw)
+        probs = backend.to_numpy(model.predict_proba(backend.to_device(x, model.device)))
+        for (y, x0), p in zip(chunk, probs):
+            result[:, y:y + oh, x0:x0 + ow] = p
+    return result
+
+
 def predict_tiled(model, image, tile=572, batch=1, tta=False, progress=False):
-    """Class probabilities (K, H, W) float32 for a normalised image (H, W) or (C, H, W).
+    """Class probabilities (K, H, W) for a normalised image (H, W) or (C, H, W): float32, or
+    float64 for a float64 model.
 
     tile: the input tile size (must fit the network, see tinyunet.valid_input_sizes);
     batch: tiles per forward pass; tta: average over the 8 flips/rotations (the paper averaged
@@ -60,7 +90,7 @@ def predict_tiled(model, image, tile=572, batch=1, tta=False, progress=False):
                 p = p[:, :, ::-1] if flip else p
                 p = np.rot90(p, -k, axes=(1, 2))
                 acc = p if acc is None else acc + p
-        return (acc / 8).astype(np.float32)
+        return (acc / 8).astype(_prob_dtype(model))
     check_input_size(tile, model.depth, "tile size")
     out = output_size(tile, model.depth)
     margin = (tile - out) // 2
@@ -69,19 +99,8 @@ def predict_tiled(model, image, tile=572, batch=1, tta=False, progress=False):
     xs, ext_w = tile_grid(w, out, 2 ** model.depth)
     padded = mirror_pad(image.astype(model.dtype), margin, margin + ext_h - h,
                         margin, margin + ext_w - w)
-    k = model.config["n_classes"]
-    result = np.empty((k, ext_h, ext_w), np.float32)
-    origins = [(y, x) for y in ys for x in xs]
-    bar = range(0, len(origins), batch)
-    if progress:
-        from tqdm import tqdm
-        bar = tqdm(bar, desc="tiles", unit="batch", leave=False)
-    for i in bar:
-        chunk = origins[i:i + batch]
-        x = np.stack([padded[:, y:y + tile, x0:x0 + tile] for y, x0 in chunk])  # (B, C, T, T)
-        probs = backend.to_numpy(model.predict_proba(backend.to_device(x, model.device)))
-        for (y, x0), p in zip(chunk, probs):
-            result[:, y:y + out, x0:x0 + out] = p     # overlaps hold equal values
+    result = np.empty((model.config["n_classes"], ext_h, ext_w), _prob_dtype(model))
+    run_tiles(model, padded, ys, xs, (tile, tile), result, batch, progress)
     return result[:, :h, :w]
 
 
@@ -103,3 +122,85 @@ def predict_whole(model, image):
     padded = mirror_pad(image.astype(model.dtype), my, t - h - my, mx, u - w - mx)
     probs = model.predict_proba(backend.to_device(padded[None], model.device))
     return backend.to_numpy(probs)[0][:, :h, :w].astype(np.float32)
+
+
+def forward_memory(config, tile, batch=1):
+    """An upper estimate, in bytes, of the memory one inference pass (predict_proba) of a U-Net
+    with `config` (UNet.config) takes on a batch of tile x tile inputs (parameters not counted).
+
+    At any layer the pass holds the skip maps still to be concatenated, the layer's input, its
+    output (twice for a convolution: the GEMM's result and its (N, F, H', W') copy) and one
+    scratch buffer as large as the largest im2col matrix so far (9 C_in x H' W', kept by the
+    model for the next pass). The estimate adds the skips of all levels, the largest layer and
+    the largest im2col matrix: about what the im2col engine (NumPy reference, GPU) takes (0.7 to
+    1.25 times, measured). The CPU kernels build the columns in small bands and need a third
+    to a quarter of it, so on the CPU the budget is kept with room to spare;
+    tests/test_volume.py checks that it bounds their peak and grows with the tile as it does.
+    """
+    depth, base = config["depth"], config["base_channels"]
+    check_input_size(tile, depth, "tile size")
+    itemsize = np.dtype(config.get("dtype", "float32")).itemsize
+    skips, layers, cols = [], [], []
+
+    def conv(c_in, c_out, s):                   # a 3x3 valid conv + ReLU on an s x s map
+        cols.append(9 * c_in * (s - 2) ** 2)
+        layers.append(c_in * s * s + 2 * c_out * (s - 2) ** 2)
+        return s - 2
+
+    s, c_in = tile, config["in_channels"]
+    for i in range(depth + 1):                  # contracting path and the bottom
+        c = base * 2 ** i
+        s = conv(c, c, conv(c_in, c, s))
+        if i < depth:
+            skips.append(c * s * s)
+            s //= 2
+        c_in = c
+    for i in reversed(range(depth)):            # expanding path: up-conv, concatenation
+        c, s = base * 2 ** i, 2 * s
+        layers.append(2 * c * s * s + 2 * c * s * s)
+        s = conv(c, c, conv(2 * c, c, s))
+    layers.append(base * s * s + 2 * config["n_classes"] * s * s)   # logits, probabilities
+    return int(batch * itemsize * (sum(skips) + max(layers) + max(cols)))
+
+
+def choose_tile(model, memory, batch=1, max_size=None):
+    """The largest valid tile size whose forward pass (forward_memory) fits in `memory` bytes.
+
+    max_size: an upper bound, e.g. the smallest tile that covers the whole image (a larger tile
+    only computes mirrored border). A ValueError says how much the smallest tile needs when
+    even that does not fit.
+    """
+    limit = max_size or 16384
+    sizes = valid_input_sizes(model.depth, max(limit, 1))
+    if not sizes:
+        sizes = [_covering_input(1, model.depth)]
+    fits = [t for t in sizes if forward_memory(model.config, t, batch) <= memory]
+    if not fits:
+        need = forward_memory(model.config, sizes[0], batch)
+        raise ValueError(f"a memory budget of {_bytes(memory)} is too small for this network: "
+                         f"its smallest tile ({sizes[0]} px, batch {batch}) needs about "
+                         f"{_bytes(need)}")
+    return fits[-1]
+
+
+def _bytes(n):
+    """1536 -> '1.5 KiB'."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.3g} {unit}"
+        n /= 1024
+
+
+def covering_tile(size, depth):
+    """The smallest valid tile whose output covers `size` px (one tile per image side)."""
+    return _covering_input(size, depth)
+
+
+
+def __getattr__(name):
+    """predict_volume and save_volume, blockwise inference over volumes with dask, live in
+    tinyunet/volume.py (which builds on this module) and load on first use."""
+    if name in ("predict_volume", "save_volume", "halo"):
+        from . import volume
+        return getattr(volume, name)
+    raise AttributeError(f"module 'tinyunet.infer' has no attribute {name!r}")
