@@ -92,10 +92,14 @@ def main():
         total = CLOCK() - t0
     copy = sum(TIMES.get(k, 0.0) for k in copies)
     gemm = sum(TIMES.get(k, 0.0) for k in conv) - copy
-    print(f"base {a.base}, {a.size}x{a.size}, {'readable ops' if a.readable else 'CPU kernels'}, "
-          f"{a.clock} clock: step {total:.3f} s; 3x3-conv GEMMs {gemm / total:.0%}, "
-          f"{' + '.join(copies)} {copy / total:.0%}, everything else "
-          f"{1 - (gemm + copy) / total:.0%}")
+    head = (f"base {a.base}, {a.size}x{a.size}, {'readable ops' if a.readable else 'CPU kernels'}, "
+            f"{a.clock} clock: step {total:.3f} s")
+    if a.readable or a.clock == "cpu" or ck.THREADS == 1:
+        print(f"{head}; 3x3-conv GEMMs {gemm / total:.0%}, {' + '.join(copies)} "
+              f"{copy / total:.0%}, everything else {1 - (gemm + copy) / total:.0%}")
+    else:   # the kernels run in THREADS threads: their lines add up the threads' wall times
+        print(f"{head} (the kernel lines add up {ck.THREADS} threads; for the split of the "
+              f"work run NUMBA_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 ... --clock cpu)")
     for k, v in sorted(TIMES.items(), key=lambda kv: -kv[1]):
         print(f"  {k:24s} {v:7.3f} s")
 

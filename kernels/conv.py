@@ -36,6 +36,7 @@ from numba import njit
 
 BAND_BYTES = 1 << 20        # columns of one band: ~1 MiB, fits the per-core L2 cache
 MIN_BAND_COLS = 2048        # but at least this many GEMM columns (deep layers: few, wide rows)
+MAX_BAND_BYTES = 8 << 20    # and never more than 8 MiB of columns (the workspace's size)
 THREADS = numba.config.NUMBA_NUM_THREADS   # the CPU's cores, or $NUMBA_NUM_THREADS
 
 
@@ -115,10 +116,14 @@ def relu_grad_band(dy, y, r0, r1, dzb, db):
 
 
 def band_rows(c, w, itemsize, ho, threads=1):
-    """Output rows per band: columns of about BAND_BYTES, but >= MIN_BAND_COLS GEMM columns,
-    and at least one band per thread."""
-    rows = max(BAND_BYTES // (9 * c * w * itemsize), -(-MIN_BAND_COLS // w), 1)
-    return max(1, min(rows, -(-ho // threads)))
+    """Output rows per band: columns of about BAND_BYTES, but >= MIN_BAND_COLS GEMM columns
+    (a GEMM of few columns re-reads the whole weight matrix for little work), at most
+    MAX_BAND_BYTES of columns (the deep layers' 9C rows are long: the workspace would grow to
+    hundreds of MiB for the paper's network), and at least one band per thread."""
+    row = 9 * c * w * itemsize                        # bytes of columns per output row
+    rows = max(BAND_BYTES // row, -(-MIN_BAND_COLS // w))
+    rows = min(rows, MAX_BAND_BYTES // row, -(-ho // threads))
+    return max(1, rows)
 
 
 _POOL = None                # the worker threads (THREADS - 1 of them), made on first use

@@ -90,10 +90,13 @@ def test_band_rows_keep_the_gemm_wide_and_the_columns_small():
     for c, w in [(1, 572), (16, 570), (64, 570), (128, 282), (1024, 30)]:
         rows = k.band_rows(c, w, 4, w - 2)
         assert 1 <= rows <= w - 2
-        assert rows == w - 2 or rows * w >= k.MIN_BAND_COLS         # a GEMM wide enough
+        cols = 9 * c * w * 4 * rows                                 # bytes of columns
+        assert rows == 1 or cols <= k.MAX_BAND_BYTES                 # a bounded workspace
+        assert rows * w >= k.MIN_BAND_COLS or (rows + 1) * 9 * c * w * 4 > k.MAX_BAND_BYTES
         if (rows - 1) * w >= k.MIN_BAND_COLS:                       # where that does not bind,
-            assert 9 * c * w * 4 * rows <= max(k.BAND_BYTES, 9 * c * w * 4)   # cache-sized
-    assert k.band_rows(1024, 30, 4, 28) == 28                        # deep layers: one band
+            assert cols <= max(k.BAND_BYTES, 9 * c * w * 4)           # cache-sized
+    assert k.band_rows(1024, 30, 4, 28) == 7                         # deep layers: 8 MiB bands
+    assert k.band_rows(64, 30, 4, 28, threads=2) == 14               # one band per thread at least
 
 
 @pytest.mark.parametrize("dtype, rtol", [("float64", 1e-10), ("float32", 1e-4)])
