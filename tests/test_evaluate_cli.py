@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from tinyunet.cli import run_cli
+from .cli_helpers import run_example
 
 _spec = importlib.util.spec_from_file_location(
     "evaluate_example", Path(__file__).resolve().parents[1] / "examples" / "evaluate.py")
@@ -31,13 +31,7 @@ def stacks(tmp_path):
 
 def run(argv, capsys):
     """(exit status, stdout, stderr) of examples/evaluate.py with argv."""
-    try:
-        run_cli(evaluate_example.main, [str(a) for a in argv])
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    return run_example(evaluate_example.main, argv, capsys)
 
 
 def test_good_run_prints_the_table_and_json(stacks, capsys):

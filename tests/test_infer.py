@@ -5,8 +5,8 @@ from tinyunet import UNet
 from tinyunet.infer import mirror_pad, predict_tiled, predict_whole, tile_grid
 
 
-def make_model(depth, base):
-    m = UNet(base_channels=base, depth=depth, seed=0, dtype="float64")
+def make_model(depth, base, dtype="float64"):
+    m = UNet(base_channels=base, depth=depth, seed=0, dtype=dtype)
     for k, v in m.params.items():         # non-trivial biases so outputs vary across the image
         if k.endswith("bias"):
             v[...] = np.random.default_rng(1).standard_normal(v.shape) * 0.2

@@ -17,6 +17,8 @@ from tinyunet.infer import choose_tile, covering_tile, forward_memory, predict_t
 from tinyunet.optim import SGD
 from tinyunet.train import save_checkpoint
 
+from .cli_helpers import run_example
+
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("predict", ROOT / "examples" / "predict.py")
 predict = importlib.util.module_from_spec(_spec)
@@ -45,13 +47,7 @@ def run(tmp_path):
 
 def cli(argv, capsys):
     """(exit status, stdout, stderr) of predict.py run as from the shell."""
-    try:
-        run_cli(predict.main, [str(a) for a in argv])
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
+    return run_example(predict.main, argv, capsys)
 
 
 def error_line(argv, capsys):

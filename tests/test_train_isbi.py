@@ -19,6 +19,8 @@ from tinyunet.data import synthetic_em
 from tinyunet.model import UNet
 from tinyunet.train import load_checkpoint
 
+from .cli_helpers import run_example
+
 ROOT = Path(__file__).resolve().parents[1]
 DRIVER = ROOT / "tests" / "interrupt_driver.py"
 _spec = importlib.util.spec_from_file_location("train_isbi", ROOT / "examples" / "train_isbi.py")
@@ -50,13 +52,7 @@ def mini(monkeypatch):
 
 def cli(argv, capsys):
     """run_cli(main, argv) in this process: (exit status, stdout, stderr)."""
-    try:
-        run_cli(script.main, argv)
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
+    return run_example(script.main, argv, capsys)
 
 
 def only_run(out):

@@ -12,16 +12,14 @@ from tinyunet.data.samples import normalise
 from tinyunet.infer import (choose_tile, covering_tile, forward_memory, predict_tiled,
                             predict_volume, save_volume)
 
+from .test_infer import make_model
+
 da = pytest.importorskip("dask.array", reason="the 'volume' extra: pip install 'tinyunet[volume]'")
 zarr = pytest.importorskip("zarr")
 
 
 def _model(depth, dtype="float64", base=4):
-    m = UNet(base_channels=base, depth=depth, seed=0, dtype=dtype)
-    for k, v in m.params.items():         # non-trivial biases so outputs vary across the image
-        if k.endswith("bias"):
-            v[...] = np.random.default_rng(1).standard_normal(v.shape) * 0.2
-    return m
+    return make_model(depth, base, dtype)
 
 
 @pytest.fixture(scope="module")
