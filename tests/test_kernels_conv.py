@@ -41,11 +41,14 @@ def test_im2col_and_col2im_bands_equal_the_readable_ops_band_by_band(rng, shape)
     np.testing.assert_allclose(dx, want, rtol=1e-13, atol=1e-13)
 
 
+@pytest.mark.parametrize("dx_way", ["col2im", "correlation"])
 @pytest.mark.parametrize("bands, threads", [("one", 1), ("one", 2), ("many", 1), ("many", 2),
                                             ("many", 3)])
-def test_conv3x3_relu_kernels_equal_readable_ops(rng, request, monkeypatch, bands, threads):
-    # several threads: each takes a run of bands; a run's first band adds dx through a halo
+def test_conv3x3_relu_kernels_equal_readable_ops(rng, request, monkeypatch, bands, threads, dx_way):
+    # several threads: each takes a run of bands; with col2im a run's first band adds dx
+    # through a halo; the full correlation makes dx in a second pass of bands
     monkeypatch.setattr(k, "THREADS", threads)
+    monkeypatch.setattr(k, "DX", dx_way)
     if bands == "many":
         request.getfixturevalue("small_bands")
     x = rng.standard_normal((2, 3, 9, 12))
