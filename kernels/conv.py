@@ -201,6 +201,31 @@ def parallel_runs(work, items, threads=None):
         return [first] + [f.result() for f in futures]
 
 
+def _conv_bands(x, w2, y, finish, workspace):
+    """The banded valid 3x3 convolution of x (N, C, H, W) with w2 (F, C*9) into y (N, F, H-2,
+    W-2): per band, im2col, one GEMM into the workspace, then finish(yb, r0, r1, y[i]) puts the
+    band (F, rows*W, in full rows) into place."""
+    n, c, h, wd = x.shape
+    f, ho = w2.shape[0], h - 2
+    rows = band_rows(c, wd, x.itemsize, ho, THREADS)
+    bands = [(i, r0, min(r0 + rows, ho)) for i in range(n) for r0 in range(0, ho, rows)]
+    size = c * 9 * rows * wd                          # one thread's columns; then its GEMM output
+    per = size + f * rows * wd
+    buf = workspace(per * min(THREADS, len(bands)))
+
+    def work(t, run):
+        mine = buf[t * per:(t + 1) * per]
+        for i, r0, r1 in run:
+            m = (r1 - r0) * wd
+            cols = mine[:c * 9 * m].reshape(c * 9, m)
+            yb = mine[size:size + f * m].reshape(f, m)
+            im2col_band(x[i], r0, r1, cols)
+            np.matmul(w2, cols, out=yb)                     # (F, band), still in the cache
+            finish(yb, r0, r1, y[i])
+
+    parallel_runs(work, bands)
+
+
 def conv3x3_relu_forward(x, w, b, workspace):
     """y = relu(conv3x3(x, w) + b) for x (N, C, H, W) -> y (N, F, H-2, W-2), C-contiguous.
 
@@ -208,26 +233,9 @@ def conv3x3_relu_forward(x, w, b, workspace):
     """
     n, c, h, wd = x.shape
     f = w.shape[0]
-    ho, wo = h - 2, wd - 2
-    x = np.ascontiguousarray(x)
-    w2 = w.reshape(f, c * 9)
-    y = np.empty((n, f, ho, wo), x.dtype)
-    rows = band_rows(c, wd, x.itemsize, ho, THREADS)
-    bands = [(i, r0, min(r0 + rows, ho)) for i in range(n) for r0 in range(0, ho, rows)]
-    size = c * 9 * rows * wd                          # one thread's columns; then its GEMM output
-    buf = workspace((size + f * rows * wd) * min(THREADS, len(bands)))
-
-    def work(t, run):
-        mine = buf[t * (size + f * rows * wd):(t + 1) * (size + f * rows * wd)]
-        for i, r0, r1 in run:
-            m = (r1 - r0) * wd
-            cols = mine[:c * 9 * m].reshape(c * 9, m)
-            yb = mine[size:size + f * m].reshape(f, m)
-            im2col_band(x[i], r0, r1, cols)
-            np.matmul(w2, cols, out=yb)                     # (F, band), still in the cache
-            bias_relu_band(yb, b, r0, r1, y[i])
-
-    parallel_runs(work, bands)
+    y = np.empty((n, f, h - 2, wd - 2), x.dtype)
+    _conv_bands(np.ascontiguousarray(x), w.reshape(f, c * 9), y,
+                lambda yb, r0, r1, yi: bias_relu_band(yb, b, r0, r1, yi), workspace)
     return y
 
 
@@ -310,28 +318,10 @@ def conv3x3_relu_backward(dy, x, y, w, workspace, need_dx=True):
 
 def _full_correlation(dzp, w, dx, workspace):
     """dx (N, C, H, W) = conv3x3(dzp, w') with dzp (N, F, H+2, W+2) the zero-padded dz and
-    w'[c, f, a, d] = w[f, c, 2-a, 2-d]: bands of dx rows, as in the forward pass."""
-    n, c, h, wd = dx.shape
-    f = w.shape[0]
-    wp = wd + 2
+    w'[c, f, a, d] = w[f, c, 2-a, 2-d]: the forward pass's bands, without bias and ReLU."""
+    f, c = w.shape[:2]
     wflip = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)).reshape(c, f * 9)
-    rows = band_rows(f, wp, dx.itemsize, h, THREADS)
-    bands = [(i, r0, min(r0 + rows, h)) for i in range(n) for r0 in range(0, h, rows)]
-    size = f * 9 * rows * wp
-    per = size + c * rows * wp
-    buf = workspace(per * min(THREADS, len(bands)))
-
-    def work(t, run):
-        mine = buf[t * per:(t + 1) * per]
-        for i, r0, r1 in run:
-            m = (r1 - r0) * wp
-            cols = mine[:f * 9 * m].reshape(f * 9, m)
-            dxb = mine[size:size + c * m].reshape(c, m)
-            im2col_band(dzp[i], r0, r1, cols)
-            np.matmul(wflip, cols, out=dxb)                   # (C, band)
-            crop_band(dxb, r0, r1, dx[i])
-
-    parallel_runs(work, bands)
+    _conv_bands(dzp, wflip, dx, crop_band, workspace)
 
 
 @njit(nogil=True, cache=True)

@@ -135,6 +135,8 @@ def test_inference_keeps_nothing_and_training_skips_the_input_gradient():
     with pytest.raises(RuntimeError, match="keep=True"):
         model.backward(np.zeros((1, 2, 4, 4), np.float32))
     assert model.backward(np.zeros_like(model.forward(x)), input_grad=False) is None
+    model.use_kernels = False                              # the readable route keeps the contract
+    assert model.backward(np.zeros_like(model.forward(x)), input_grad=False) is None
 
 
 def test_the_environment_switch_selects_the_readable_route(monkeypatch):

@@ -13,12 +13,11 @@ Parameter names, in forward order (PyTorch layouts, so weights can be exchanged)
     up{i}.conv{1,2}.{weight,bias}
     out.{weight,bias}                                     weight (K, base, 1, 1)
 """
+import contextlib
+import os
 from collections import OrderedDict
 
 import numpy as np
-
-import contextlib
-import os
 
 from kernels import conv as cpu_kernels
 
@@ -173,7 +172,7 @@ class UNet:
     def to(self, device):
         """Move parameters and gradients to "cpu" or "gpu" (in place); returns self."""
         device = backend.resolve_device(device)
-        if device != self.device or not hasattr(self, "use_kernels"):
+        if device != self.device:
             for d in (self.params, self._grads):
                 for k in d:
                     d[k] = backend.to_device(d[k], device)
@@ -235,6 +234,7 @@ class UNet:
         else:
             dz = relu.backward(dy, y)
             dx, dw, db = conv3x3.backward(dz, (x, w), self._scratch(x.dtype)(cols_size(x)))
+            dx = dx if need_dx else None              # the readable op always makes dx
         self._grads[name + ".weight"][...] = dw
         self._grads[name + ".bias"][...] = db
         return dx
