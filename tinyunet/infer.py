@@ -104,8 +104,9 @@ def predict_tiled(model, image, tile=572, batch=1, tta=False, progress=False):
     return result[:, :h, :w]
 
 
-def _covering_input(size, depth):
-    """The smallest valid input size whose output covers `size` pixels."""
+def covering_tile(size, depth):
+    """The smallest valid input (tile) size whose output covers `size` pixels: one tile per
+    image side."""
     s = size
     while output_size(s, depth) is None or output_size(s, depth) < size:
         s += 1
@@ -117,7 +118,7 @@ def predict_whole(model, image):
     input is extended to the smallest valid size). The reference that predict_tiled equals."""
     image = _as_chw(image)
     c, h, w = image.shape
-    t, u = _covering_input(h, model.depth), _covering_input(w, model.depth)
+    t, u = covering_tile(h, model.depth), covering_tile(w, model.depth)
     my, mx = (t - output_size(t, model.depth)) // 2, (u - output_size(u, model.depth)) // 2
     padded = mirror_pad(image.astype(model.dtype), my, t - h - my, mx, u - w - mx)
     probs = model.predict_proba(backend.to_device(padded[None], model.device))
@@ -173,7 +174,7 @@ def choose_tile(model, memory, batch=1, max_size=None):
     limit = max_size or 16384
     sizes = valid_input_sizes(model.depth, max(limit, 1))
     if not sizes:
-        sizes = [_covering_input(1, model.depth)]
+        sizes = [covering_tile(1, model.depth)]
     fits = [t for t in sizes if forward_memory(model.config, t, batch) <= memory]
     if not fits:
         need = forward_memory(model.config, sizes[0], batch)
@@ -189,12 +190,6 @@ def _bytes(n):
         if n < 1024 or unit == "GiB":
             return f"{n:.3g} {unit}"
         n /= 1024
-
-
-def covering_tile(size, depth):
-    """The smallest valid tile whose output covers `size` px (one tile per image side)."""
-    return _covering_input(size, depth)
-
 
 
 def __getattr__(name):
