@@ -102,6 +102,18 @@ def parse_args(argv):
     ap.add_argument("--weighting", choices=["paper", "balanced", "none"],
                     help="loss weights: the paper's weight map (default), class-balanced, none")
     ap.add_argument("--no-elastic", action="store_true", help="no elastic deformation")
+    study = ap.add_argument_group("the recipe, beyond the preset (the laptop study, "
+                                  "docs/13-laptop.md); fixed for a run once it has started")
+    study.add_argument("--tile", type=at_least(1), help="input tile size (see check_input_size)")
+    study.add_argument("--base-channels", type=at_least(1), help="channels of the first level")
+    study.add_argument("--depth", type=at_least(1), help="number of 2x2 poolings")
+    study.add_argument("--dropout", type=fraction, help="dropout at the end of the contracting "
+                                                        "path, in [0, 1)")
+    study.add_argument("--momentum", type=fraction, help="SGD momentum, in [0, 1) (paper 0.99)")
+    study.add_argument("--lr-schedule", choices=["constant", "cosine", "step"])
+    study.add_argument("--warmup", type=at_least(0), help="linear warm-up steps")
+    study.add_argument("--w0", type=non_negative_float, help="weight map's border weight (10)")
+    study.add_argument("--sigma", type=positive_float, help="weight map's border width in px (5)")
     ap.add_argument("--val-every", type=at_least(1), help="steps between validations")
     ap.add_argument("--val-tta", action="store_true", help="validate with 8-fold TTA")
     ap.add_argument("--device", default=None, help="cpu or gpu (default: $TINYUNET_DEVICE or cpu)")
@@ -123,6 +135,28 @@ def at_least(low):
             raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
         return value
     return whole_number
+
+
+def fraction(text):
+    """An argparse type: a number in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1), got {text!r}")
+    return value
+
+
+def non_negative_float(text):
+    """An argparse type: a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}")
+    return value
 
 
 def positive_float(text):
@@ -308,10 +342,17 @@ def read_run(run_dir):
     return saved
 
 
+# settings a resumed run may change (a longer run, other validations); the others are fixed
+RESUMABLE = ("steps", "val_every", "val_tta")
+
+
 def make_config(args, saved, device, data):
-    overrides = {k: v for k, v in dict(steps=args.steps, lr=args.lr, optimizer=args.optimizer,
-                                        weighting=args.weighting, val_every=args.val_every,
-                                        seed=args.seed).items() if v is not None}
+    given = dict(steps=args.steps, lr=args.lr, optimizer=args.optimizer, weighting=args.weighting,
+                 val_every=args.val_every, seed=args.seed, tile=args.tile,
+                 base_channels=args.base_channels, depth=args.depth, dropout=args.dropout,
+                 momentum=args.momentum, lr_schedule=args.lr_schedule, warmup=args.warmup,
+                 w0=args.w0, sigma=args.sigma)
+    overrides = {k: v for k, v in given.items() if v is not None}
     if args.no_elastic:
         overrides["elastic"] = False
     if args.val_tta:
@@ -320,6 +361,12 @@ def make_config(args, saved, device, data):
         if args.preset and args.preset != saved.get("preset"):
             raise UserError(f"--preset {args.preset} is not this run's preset "
                             f"({saved.get('preset')!r}): leave it out to resume")
+        for k, v in overrides.items():
+            if k not in RESUMABLE and k in saved and saved[k] != v:
+                flag = "--no-elastic" if k == "elastic" else "--" + k.replace("_", "-")
+                raise UserError(f"{flag}: this run has {k} = {saved[k]!r}, fixed once a run "
+                                f"has started (a resumed run may change only --steps, "
+                                f"--val-every and --val-tta); start a new run to change it")
         try:
             cfg = TrainConfig(**{**saved, **overrides, "device": device, "data": data})
         except TypeError as e:
@@ -352,11 +399,15 @@ def new_run_dir(out, preset):
     if not os.access(parent, os.W_OK):
         raise UserError(f"--out {out}: cannot write in {parent.resolve()}")
     base = f"{time.strftime('%Y%m%d-%H%M%S')}-{preset}"
-    run_dir, k = out / base, 1
-    while run_dir.exists():                          # two runs in one second
-        k += 1
-        run_dir = out / f"{base}-{k}"
-    return run_dir
+    out.mkdir(parents=True, exist_ok=True)
+    for k in range(1, 1000):                         # two runs in one second, in two processes
+        run_dir = out / (base if k == 1 else f"{base}-{k}")
+        try:
+            run_dir.mkdir()                          # atomic: only one process makes it
+            return run_dir
+        except FileExistsError:
+            continue
+    raise UserError(f"--out {out}: 999 run directories named {base}*: give another --out")
 
 
 def final_report(trainer, run_dir, device, data):

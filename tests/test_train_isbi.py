@@ -87,7 +87,11 @@ def test_resume_trains_on_the_runs_data_and_refuses_other_data(pairs, tmp_path, 
                                      rf"\({pairs.resolve()}\): leave out --data"),
             (["--data", "synthetic"], rf"--data synthetic is not this run's data \({pairs}"),
             (["--train-slices", "0-2"], r"--train-slices 0-2 is not this run's \(0-1\)"),
-            (["--val-slices", "2"], r"--val-slices 2 is not this run's \(3\)")]:
+            (["--val-slices", "2"], r"--val-slices 2 is not this run's \(3\)"),
+            # the recipe is fixed once a run has started (only steps and validations change)
+            (["--tile", "108"], r"--tile: this run has tile = 92, fixed once a run has started"),
+            (["--no-elastic"], r"--no-elastic: this run has elastic = True, fixed"),
+            (["--lr", "0.01"], r"--lr: this run has lr = 0.003, fixed")]:
         with pytest.raises(UserError, match=message):
             script.main(["--resume", str(run), "--steps", "6"] + extra)
     # the same folder named otherwise is the same data
@@ -217,6 +221,12 @@ def bad_inputs(tmp, pairs):
         (["--lr", "nan"], r"argument --lr: must be a number > 0, got 'nan'"),
         (["--val-every", "0"], r"argument --val-every: must be at least 1, got 0"),
         (["--seed", "-1"], r"argument --seed: must be at least 0, got -1"),
+        (["--tile", "101"], r"the run's settings: tile size 101 does not fit a depth-\d U-Net "
+                            r".* the nearest valid sizes are"),
+        (["--dropout", "1"], r"argument --dropout: must be a number in \[0, 1\), got '1'"),
+        (["--momentum", "x"], r"argument --momentum: must be a number in \[0, 1\), got 'x'"),
+        (["--w0", "-1"], r"argument --w0: must be a number >= 0, got '-1'"),
+        (["--sigma", "0"], r"argument --sigma: must be a number > 0, got '0'"),
         (["--stepz", "3"], r"unrecognized arguments: --stepz 3 \(see --help\)"),
         (["--data", p, "--train-slices", "0-9"], r"--train-slices 0-9: slice 4 does not exist: "
                                                  r"the data has 4 slices \(0-3\)"),
@@ -299,3 +309,25 @@ def test_compiling_is_announced_once_and_only_on_a_cache_miss(tmp_path):
     assert runs[0].stderr.count("compiling the Numba kernels") == 1     # two compilations, one line
     assert "compiling" not in runs[1].stderr                            # loaded from the cache
 
+
+
+def test_two_runs_started_in_one_second_get_two_directories(tmp_path, monkeypatch):
+    monkeypatch.setattr(script.time, "strftime", lambda fmt: "20260101-000000")
+    made = [script.new_run_dir(tmp_path / "runs", "cpu") for _ in range(3)]
+    assert [p.name for p in made] == ["20260101-000000-cpu", "20260101-000000-cpu-2",
+                                      "20260101-000000-cpu-3"]
+    assert all(p.is_dir() for p in made)           # made at once: no other process can take it
+
+
+def test_the_recipe_flags_reach_the_config(pairs, tmp_path, mini, capsys):
+    code, out, _ = cli(["--data", str(pairs), "--preset", "tiny", "--steps", "1", "--tile", "108",
+                        "--base-channels", "3", "--depth", "2", "--dropout", "0.5",
+                        "--momentum", "0.9", "--lr-schedule", "step", "--warmup", "0",
+                        "--w0", "5", "--sigma", "3", "--val-every", "5",
+                        "--out", str(tmp_path / "runs")], capsys)
+    assert code == 0
+    cfg = json.loads((only_run(tmp_path / "runs") / "config.json").read_text())
+    assert {k: cfg[k] for k in ("tile", "base_channels", "depth", "dropout", "momentum",
+                                "lr_schedule", "warmup", "w0", "sigma")} == dict(
+        tile=108, base_channels=3, depth=2, dropout=0.5, momentum=0.9, lr_schedule="step",
+        warmup=0, w0=5.0, sigma=3.0)
