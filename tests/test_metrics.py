@@ -106,3 +106,35 @@ def test_evaluate_means_and_accepts_isbi_labels():
     assert len(res["per_slice"]) == 2
     with pytest.raises(ValueError, match="one shape"):
         metrics.evaluate([np.zeros((2, 2))], [np.zeros((3, 2))])
+
+
+def _two_cells():
+    """Two 20x20 true cells side by side, a 2-px membrane between them and around them."""
+    truth = np.zeros((24, 46), bool)
+    truth[2:22, 2:22] = truth[2:22, 24:44] = True
+    return truth
+
+
+def test_merges_and_splits_finds_a_gap_and_a_cut():
+    truth = _two_cells()
+    assert metrics.merges_and_splits(truth, truth)["merges"] == 0
+    gap = truth.copy()
+    gap[5:9, 22:24] = True                          # a gap in the membrane joins the two cells
+    ms = metrics.merges_and_splits(gap, truth)
+    assert (ms["merges"], ms["splits"]) == (1, 0)
+    assert ms["merged"].sum() == truth.sum() and not ms["split"].any()
+    cut = truth.copy()
+    cut[11, 24:44] = False                          # a false membrane cuts the right cell
+    ms = metrics.merges_and_splits(cut, truth)
+    assert (ms["merges"], ms["splits"]) == (0, 1)
+    assert ms["split"].sum() == 400 and ms["split"][2:22, 24:44].all()
+    assert not ms["split"][:, :23].any()
+
+
+def test_merges_and_splits_ignores_slivers():
+    truth = _two_cells()
+    pred = np.zeros_like(truth)
+    pred[2:22, 2:25] = True                         # the border between the cells shifted by 2 px:
+    pred[2:22, 27:44] = True                        # the left cell takes a 20-px sliver of the right
+    assert metrics.merges_and_splits(pred, truth, min_pixels=21)["merges"] == 0
+    assert metrics.merges_and_splits(pred, truth, min_pixels=20)["merges"] == 1

@@ -12,6 +12,8 @@ state and needs no display.
 import re
 from collections import namedtuple
 
+import numpy as np
+
 from .model import check_input_size, output_size
 
 # name: the layer (or "input"); op: what made the map from the previous one; level: 0 at the top
@@ -222,7 +224,6 @@ def layer_memory(model, size=572, itemsize=4):
 
 def plot_layer_memory(model, size=572, figsize=(12, 4)):
     """matplotlib Figure: bars of each 3x3 conv's input, im2col columns and output (layer_memory)."""
-    import numpy as np
     from matplotlib.figure import Figure
     rows = layer_memory(model, size)
     fig = Figure(figsize=figsize)
@@ -236,4 +237,40 @@ def plot_layer_memory(model, size=572, figsize=(12, 4)):
                                           f"{size}x{size} tile")
     ax.legend()
     fig.tight_layout()
+    return fig
+
+
+def plot_merges_splits(image, truth, prob, threshold, path=None, title=""):
+    """matplotlib Figure: the image, and the prediction prob > threshold over the ground truth,
+    with the true cells that the prediction merges (red) or splits (blue) filled in
+    (metrics.merges_and_splits); membranes the prediction misses and adds are drawn in
+    yellow and cyan. Saved to `path` if given."""
+    from matplotlib.figure import Figure
+
+    from .metrics import merges_and_splits
+    truth = np.asarray(truth, bool)
+    pred = np.asarray(prob) > threshold
+    ms = merges_and_splits(pred, truth)
+    rgb = np.stack([truth * 0.55] * 3, axis=-1)                   # true cells grey
+    rgb[ms["merged"]] = (0.85, 0.2, 0.2)
+    rgb[ms["split"] & ~ms["merged"]] = (0.2, 0.4, 0.9)
+    rgb[ms["split"] & ms["merged"]] = (0.7, 0.2, 0.8)
+    rgb[~truth & pred] = (1.0, 0.85, 0.0)                         # missed membrane: a gap
+    rgb[truth & ~pred] = (0.0, 0.8, 0.8)                          # extra membrane
+    fig = Figure(figsize=(10, 5.2))
+    ax = fig.subplots(1, 2)
+    ax[0].imshow(image, cmap="gray")
+    ax[0].set_title("image")
+    ax[1].imshow(rgb)
+    ax[1].set_title(f"{ms['merges']} merges (red), {ms['splits']} splits (blue) at p > "
+                    f"{threshold:.2f}", fontsize=10)
+    for a in ax:
+        a.axis("off")
+    fig.text(0.5, 0.02, "grey: true cells; yellow: membrane predicted as cell (gaps that "
+             "merge cells); cyan: cell predicted as membrane", ha="center", fontsize=9)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    if path is not None:
+        fig.savefig(path, dpi=130)
     return fig
