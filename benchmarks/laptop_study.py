@@ -1,0 +1,140 @@
+"""The laptop study (issue 10, docs/13-laptop.md): which ingredients move the ISBI Rand error.
+
+Every run is one `examples/train_isbi.py` command on ISBI 2012 (train slices 0-24, validate
+25-29). Short runs rank the choices at one fixed budget of CPU time (the steps of each variant
+are set so that each costs about the same time as the baseline's); long runs confirm.
+
+    python benchmarks/laptop_study.py --list                  # the runs and their commands
+    python benchmarks/laptop_study.py short --jobs 2          # the ranking runs, two at a time
+    python benchmarks/laptop_study.py long --jobs 2           # the shipped preset, two seeds
+    python benchmarks/laptop_study.py --table                 # results/laptop_study.md
+
+--jobs 2 runs two commands at once, one thread each (2 cores: 1.35x the throughput of one run
+on two threads); a run's minutes in the table are its own wall-clock time under that sharing.
+Finished runs (a final_metrics.json) are skipped, unfinished ones resume.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "runs" / "study"                       # git-ignored: checkpoints stay out of git
+RESULTS = ROOT / "benchmarks" / "results"
+
+# short runs: the cpu preset with one change each, at the baseline's time budget
+SHORT_STEPS = 1000
+SGD = ["--optimizer", "sgd", "--lr", "0.002"]        # the cpu preset before the study
+SHORT = {
+    # round 1-2: SGD with momentum 0.99 (the paper), one change each
+    "baseline": SGD,
+    "adam": ["--optimizer", "adam", "--lr", "0.0005"],
+    "lr-0.005": ["--optimizer", "sgd", "--lr", "0.005"],
+    "balanced": SGD + ["--weighting", "balanced"],
+    "no-weights": SGD + ["--weighting", "none"],
+    "no-elastic": SGD + ["--no-elastic"],
+    # round 3-4: Adam won rounds 1-2 by far; the rest is ranked with Adam
+    "adam-lr-0.001": ["--optimizer", "adam", "--lr", "0.001"],
+    "adam-tile-572": ["--optimizer", "adam", "--lr", "0.0005", "--tile", "572"],
+    "adam-balanced": ["--optimizer", "adam", "--lr", "0.0005", "--weighting", "balanced"],
+    "adam-base-32": ["--optimizer", "adam", "--lr", "0.0005", "--base-channels", "32"],
+}
+# step time / the baseline's (tile 572: 0.60 / 0.216 s in bench_step_cpu; base 32: ~3x)
+SHORT_COST = {"adam-tile-572": 2.8, "adam-base-32": 3.0}
+# long runs: the shipped --preset cpu (the short runs' winner, 18000 steps), two seeds
+LONG = {"preset-cpu-seed-0": ["--seed", "0"], "preset-cpu-seed-1": ["--seed", "1"]}
+
+
+def commands(group):
+    runs = {}
+    if group in ("short", "all"):
+        for name, extra in SHORT.items():
+            steps = round(SHORT_STEPS / SHORT_COST.get(name, 1.0))
+            runs[f"short/{name}"] = extra + ["--steps", str(steps), "--val-every",
+                                             str(max(50, steps // 4))]
+    if group in ("long", "all"):
+        for name, extra in LONG.items():
+            runs[f"long/{name}"] = extra
+    return runs
+
+
+def run_dir_of(name):
+    """The run directory of a study run: the one folder train_isbi.py made in OUT/name."""
+    made = sorted(p.parent for p in (OUT / name).glob("*/config.json"))
+    return made[-1] if made else None
+
+
+def run_one(name, extra, threads):
+    out = OUT / name
+    run_dir = run_dir_of(name)
+    if run_dir and (run_dir / "final_metrics.json").exists():
+        return name, "done before"
+    out.mkdir(parents=True, exist_ok=True)
+    base = [sys.executable, str(ROOT / "examples" / "train_isbi.py")]
+    if run_dir and (run_dir / "latest.npz").exists():
+        cmd = base + ["--resume", str(run_dir)]
+    else:
+        cmd = base + ["--data", "isbi", "--preset", "cpu", "--out", str(out)] + extra
+    env = dict(os.environ, NUMBA_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
+               OPENBLAS_NUM_THREADS=str(threads))
+    t0 = time.time()
+    with open(out / "train.log", "a") as f:
+        f.write(" ".join(cmd) + "\n")
+        f.flush()
+        rc = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
+    return name, f"exit {rc} after {(time.time() - t0) / 60:.1f} min"
+
+
+def table():
+    rows = []
+    for final in sorted(OUT.glob("*/*/*/final_metrics.json")):
+        run = final.parent
+        cfg = json.loads((run / "config.json").read_text())
+        log = [json.loads(l) for l in (run / "log.jsonl").read_text().splitlines()]
+        secs = max((r["seconds"] for r in log if "seconds" in r), default=float("nan"))
+        m = json.loads(final.read_text())
+        p, t = m["plain"], m["tta"]
+        rows.append(f"| {run.parent.parent.name}/{run.parent.name} | {cfg['steps']} | {secs / 60:.0f} | "
+                    f"{m['step']} | {p['pixel_error']:.4f} / {t['pixel_error']:.4f} | "
+                    f"{p['rand_error']:.4f} / {t['rand_error']:.4f} | "
+                    f"{p['iou']:.4f} / {t['iou']:.4f} | "
+                    f"{p['warping_error']:.5f} / {t['warping_error']:.5f} | "
+                    f"{p['v_rand']:.4f} / {t['v_rand']:.4f} |")
+    head = ("| run | steps | training minutes | best step | pixel error (plain / TTA) | "
+            "Rand error | IoU | warping error | V_rand |\n|---|---|---|---|---|---|---|---|---|")
+    text = head + "\n" + "\n".join(rows) + "\n"
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "laptop_study.md").write_text(text)
+    print(text)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("group", nargs="?", default="short", choices=["short", "long", "all"])
+    ap.add_argument("--only", nargs="*", help="run only these names (e.g. short/adam)")
+    ap.add_argument("--jobs", type=int, default=1, help="runs at once (threads each: cores/jobs)")
+    ap.add_argument("--list", action="store_true", help="print the commands and stop")
+    ap.add_argument("--table", action="store_true", help="write the results table and stop")
+    args = ap.parse_args()
+    if args.table:
+        return table()
+    runs = commands(args.group)
+    if args.only:
+        runs = {k: v for k, v in runs.items() if k in args.only}
+    if args.list:
+        for name, extra in runs.items():
+            print(f"{name}: python examples/train_isbi.py --data isbi --preset cpu "
+                  + " ".join(extra))
+        return
+    threads = max(1, (os.cpu_count() or 2) // args.jobs)
+    with ThreadPoolExecutor(args.jobs) as pool:
+        for name, status in pool.map(lambda kv: run_one(*kv, threads), runs.items()):
+            print(f"{name}: {status}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
