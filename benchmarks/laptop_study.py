@@ -90,22 +90,31 @@ def run_one(name, extra, threads):
 
 
 def table():
+    """The results of the finished runs, in the study's order, as a Markdown table (also
+    written to benchmarks/results/laptop_study.md)."""
     rows = []
-    for final in sorted(OUT.glob("*/*/*/final_metrics.json")):
-        run = final.parent
+    for name, extra in commands("all").items():
+        run = run_dir_of(name)
+        if run is None or not (run / "final_metrics.json").exists():
+            continue
         cfg = json.loads((run / "config.json").read_text())
         log = [json.loads(l) for l in (run / "log.jsonl").read_text().splitlines()]
         secs = max((r["seconds"] for r in log if "seconds" in r), default=float("nan"))
-        m = json.loads(final.read_text())
+        m = json.loads((run / "final_metrics.json").read_text())
         p, t = m["plain"], m["tta"]
-        rows.append(f"| {run.parent.parent.name}/{run.parent.name} | {cfg['steps']} | {secs / 60:.0f} | "
-                    f"{m['step']} | {p['pixel_error']:.4f} / {t['pixel_error']:.4f} | "
+        shown = [a for k, a in enumerate(extra) if a not in ("--steps", "--val-every")
+                 and extra[k - 1] not in ("--steps", "--val-every")]
+        change = " ".join(shown) or "(the preset)"
+        rows.append(f"| {name} | `{change}` | {cfg['optimizer']} | {cfg['steps']} | "
+                    f"{secs / 60:.0f} | {m['step']} | "
+                    f"{p['pixel_error']:.4f} / {t['pixel_error']:.4f} | "
                     f"{p['rand_error']:.4f} / {t['rand_error']:.4f} | "
-                    f"{p['iou']:.4f} / {t['iou']:.4f} | "
+                    f"{p['iou']:.3f} / {t['iou']:.3f} | "
                     f"{p['warping_error']:.5f} / {t['warping_error']:.5f} | "
-                    f"{p['v_rand']:.4f} / {t['v_rand']:.4f} |")
-    head = ("| run | steps | training minutes | best step | pixel error (plain / TTA) | "
-            "Rand error | IoU | warping error | V_rand |\n|---|---|---|---|---|---|---|---|---|")
+                    f"{p['v_rand']:.3f} / {t['v_rand']:.3f} |")
+    head = ("| run | settings (beyond `--data isbi --preset cpu`) | optimizer | steps | minutes | "
+            "best step | pixel error (plain / TTA) | Rand error | IoU | warping error | "
+            "V_rand |\n|---|---|---|---|---|---|---|---|---|---|---|")
     text = head + "\n" + "\n".join(rows) + "\n"
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "laptop_study.md").write_text(text)
