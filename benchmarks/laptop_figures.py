@@ -25,9 +25,10 @@ FIGURES = ROOT / "docs" / "figures"
 
 
 def runs(group):
-    """{name: run directory} of the finished runs of a group (short, long)."""
+    """{name: run directory} of the runs of a group (short, long) that have validated since
+    step 0: finished, or still running (their curves so far, their best checkpoint so far)."""
     return {f.parent.parent.name: f.parent
-            for f in sorted((STUDY / group).glob("*/*/final_metrics.json"))}
+            for f in sorted((STUDY / group).glob("*/*/best.npz"))}
 
 
 def curve(run):
@@ -75,6 +76,7 @@ def plot_merges():
     from tinyunet.metrics import evaluate, merges_and_splits
     from tinyunet.train import model_from_checkpoint
     name, run = next(iter(runs("long").items()))
+    done = (run / "final_metrics.json").exists()
     cfg = json.loads((run / "config.json").read_text())
     model, meta = model_from_checkpoint(run / "best.npz")
     images, labels, _ = load_data(cfg["data"]["source"], None, None)
@@ -90,8 +92,9 @@ def plot_merges():
     worst = int(np.argmax([c["merges"] + c["splits"] for c in counts]))
     plot_merges_splits(images[val[worst]], truth[worst], probs[worst], t,
                        FIGURES / "laptop_merges.png",
-                       title=f"{name}, step {meta['step']}, validation slice {val[worst]} (8-fold "
-                             f"TTA; stack Rand error {res['rand_error']:.4f})")
+                       title=f"{name}, best checkpoint{'' if done else ' so far'} (step "
+                             f"{meta['step']}), validation slice {val[worst]} (8-fold TTA; "
+                             f"stack Rand error {res['rand_error']:.4f})")
     print(f"wrote {FIGURES / 'laptop_merges.png'}")
 
 
