@@ -137,37 +137,22 @@ def at_least(low):
     return whole_number
 
 
-def fraction(text):
-    """An argparse type: a number in [0, 1)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1), got {text!r}")
-    return value
+def number(valid, ok):
+    """An argparse type: a finite number for which ok(value) holds; `valid` says which."""
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and ok(value)):
+            raise argparse.ArgumentTypeError(f"must be a number {valid}, got {text!r}")
+        return value
+    return parse
 
 
-def non_negative_float(text):
-    """An argparse type: a finite number >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (value >= 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}")
-    return value
-
-
-def positive_float(text):
-    """An argparse type: a finite number > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
-    return value
+positive_float = number("> 0", lambda v: v > 0)
+non_negative_float = number(">= 0", lambda v: v >= 0)
+fraction = number("in [0, 1)", lambda v: 0 <= v < 1)
 
 
 def resolve_device(name):
