@@ -27,8 +27,8 @@ def median_time(fn, reps):
 
 
 def import_times():
-    """Seconds to import kernels.elastic and run it once, in a fresh interpreter."""
-    code = ("import time; t = time.perf_counter(); import numpy as np; from kernels import elastic;"
+    """Seconds to import tinyunet.kernels.elastic and run it once, in a fresh interpreter."""
+    code = ("import time; t = time.perf_counter(); import numpy as np; from tinyunet.kernels import elastic;"
             "elastic.elastic_deform([np.zeros((64, 64), np.float32), np.zeros((64, 64), np.uint8)],"
             " order=[3, 0], rng=0); print(time.perf_counter() - t)")
     return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -41,7 +41,7 @@ def main():
     ap.add_argument("--size", type=int, default=572)
     a = ap.parse_args()
     import elasticdeform
-    from kernels import elastic
+    from tinyunet.kernels import elastic
 
     rng = np.random.default_rng(0)
     image = rng.random((a.size, a.size)).astype(np.float32)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tinyunet.cli import block_shape, memory_size
 
 NETS = {"tiny": dict(base_channels=8, depth=3), "cpu": dict(base_channels=16, depth=4)}
 MEAN, STD = 0.5, 0.2
@@ -48,9 +48,9 @@ def one(net, store, method, memory, chunk):
     """Run one measurement in this process; print a JSON line."""
     import zarr
     import tinyunet
-    from tinyunet.data.samples import normalise
-    from tinyunet.infer import (choose_tile, covering_tile, predict_tiled, predict_volume,
-                                save_volume)
+    from tinyunet.data import normalise
+    from tinyunet.infer import choose_tile, covering_tile, predict_tiled
+    from tinyunet.volume import predict_volume, save_volume
     model = tinyunet.UNet(**NETS[net], seed=0)
     vol = zarr.open(str(store), mode="r")
     z, h, w = vol.shape
@@ -90,10 +90,8 @@ def main():
                     "(NUMBA_NUM_THREADS, OMP_NUM_THREADS, OPENBLAS_NUM_THREADS; default: theirs)")
     ap.add_argument("--one", nargs=3, help=argparse.SUPPRESS)     # net store method (child)
     a = ap.parse_args()
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-    from predict import parse_chunk, parse_memory
-    memory = parse_memory(a.memory)
-    chunk = parse_chunk(a.chunk) if a.chunk else None
+    memory = memory_size(a.memory)
+    chunk = block_shape(a.chunk) if a.chunk else None
     if a.one:
         return one(a.one[0], a.one[1], a.one[2], memory, chunk)
     env = dict(os.environ)

@@ -19,7 +19,7 @@ import tifffile
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from kernels.thinning import thin_borders                     # noqa: E402
+from tinyunet.kernels.thinning import thin_borders                     # noqa: E402
 from tests import reference as ref                            # noqa: E402
 from tests.test_warping import corruptions                    # noqa: E402
 from tinyunet import metrics                                  # noqa: E402

@@ -16,7 +16,7 @@ import numpy as np
 import tifffile
 from scipy import ndimage as ndi
 
-from kernels.weight_map import class_weight_map, instances_from_mask, weight_map
+from tinyunet.kernels.weight_map import class_weight_map, instances_from_mask, weight_map
 
 ROOT = Path(__file__).resolve().parents[1]
 

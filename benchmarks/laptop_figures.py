@@ -9,16 +9,12 @@ the prediction merges or splits at the stack's Rand threshold; the merge and spl
 every validation slice are printed.
 """
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "examples"))
-
-from tinyunet.plots import plot_merges_splits  # noqa: E402
+from tinyunet.plots import plot_merges_splits
 
 STUDY = ROOT / "runs" / "study"
 FIGURES = ROOT / "docs" / "figures"
@@ -70,16 +66,16 @@ def plot_curves():
 
 
 def plot_merges():
-    from train_isbi import load_data, parse_slices
-    from tinyunet.data.samples import normalise
+    from tinyunet.checkpoint import model_from_checkpoint
+    from tinyunet.data import normalise
+    from tinyunet.data.selection import load_source, parse_slices
     from tinyunet.infer import predict_tiled
     from tinyunet.metrics import evaluate, merges_and_splits
-    from tinyunet.train import model_from_checkpoint
     name, run = next(iter(runs("long").items()))
     done = (run / "final_metrics.json").exists()
     cfg = json.loads((run / "config.json").read_text())
     model, meta = model_from_checkpoint(run / "best.npz")
-    images, labels, _ = load_data(cfg["data"]["source"], None, None)
+    images, labels, _ = load_source(cfg["data"]["source"])
     val = parse_slices(cfg["data"]["val_slices"], len(images), "val_slices")
     x = normalise(images[val], meta["mean"], meta["std"])
     probs = np.stack([predict_tiled(model, im, tile=cfg["tile"], tta=True)[1] for im in x])

@@ -1,0 +1,11 @@
+"""tinyunet's speed code: Numba kernels with plain signatures (arrays in, arrays out), each
+tested against a readable or slow reference. Installed as `tinyunet.kernels`.
+
+    conv_relu    3x3 conv + bias + ReLU in row bands: the twin of tinyunet.ops.conv3x3_relu
+    pool         2x2 max pooling: the twin of tinyunet.ops.max_pool2x2
+    threads      one fork/join per layer, BLAS held to one thread
+    elastic      elastic deformation of training tiles (paper sec. 3.1)
+    weight_map   the loss weight map (paper eq. 2)
+    warping      the warping error's simple-point warp and mismatch classification
+    thinning     border thinning for V_rand and V_info
+"""

@@ -1,4 +1,5 @@
-"""Elastic deformation of training tiles (paper sec. 3.1), as Numba kernels.
+"""Elastic deformation of training tiles (paper sec. 3.1), as Numba kernels
+(tinyunet.kernels.elastic).
 
     "We generate smooth deformations using random displacement vectors on a coarse 3 by 3 grid.
      The displacements are sampled from a Gaussian distribution with 10 pixels standard deviation.

@@ -1,4 +1,5 @@
-"""Border thinning for V_rand and V_info (Arganda-Carreras et al. 2015), as a Numba kernel.
+"""Border thinning for V_rand and V_info (Arganda-Carreras et al. 2015), as a Numba kernel
+(tinyunet.kernels.thinning).
 
 The challenge's final scores thin the predicted membranes to one-pixel lines before comparing
 segmentations, so that a thick but correct border costs nothing. Fiji does it with a classic

@@ -1,5 +1,6 @@
-"""The warping error's inner loops (Jain et al. 2010), as Numba kernels: simple points, the warp,
-and the classification of the mismatches that remain.
+"""The warping error's inner loops (Jain et al. 2010), as Numba kernels
+(tinyunet.kernels.warping): simple points, the warp, and the classification of the mismatches
+that remain.
 
 Pixels are binary: 1 = foreground (ISBI: cell interior), 4-connected; 0 = background (membrane),
 8-connected. Outside the image is background.

@@ -1,4 +1,5 @@
-"""The U-Net loss weight map (paper sec. 3, eq. 2), exact, as Numba kernels.
+"""The U-Net loss weight map (paper sec. 3, eq. 2), exact, as Numba kernels
+(tinyunet.kernels.weight_map).
 
     w(x) = w_c(x) + w0 * exp(-(d1(x) + d2(x))^2 / (2 sigma^2))
 

@@ -1,4 +1,5 @@
-"""Run examples/train_isbi.py and send it a real SIGINT at a chosen point (used by test_train_isbi).
+"""Run the train command (examples/train_isbi.py) and send it a real SIGINT at a chosen point
+(used by test_train_isbi).
 
     python tests/interrupt_driver.py POINT K [train_isbi arguments ...]
 
@@ -14,7 +15,6 @@ SIGINT handler there, as it would for a Ctrl-C typed at that moment. POINT is on
     checkpoint  writing a checkpoint (the temporary file is open)
     twice       two Ctrl-C in a row between a step's forward and backward pass
 """
-import importlib.util
 import os
 import signal
 import sys
@@ -25,10 +25,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import tinyunet.data.samples as samples    # noqa: E402
-import tinyunet.optim as optim             # noqa: E402
-import tinyunet.train as train             # noqa: E402
-from tinyunet.cli import run_cli           # noqa: E402
+import tinyunet.config as config                # noqa: E402
+import tinyunet.data.samples as samples         # noqa: E402
+import tinyunet.optim as optim                  # noqa: E402
+import tinyunet.train as train                  # noqa: E402
+from tinyunet.cli import run_cli                # noqa: E402
+from tinyunet.commands.train import main as train_main  # noqa: E402
 
 
 def sigint_on_call(owner, name, k, times=1):
@@ -57,11 +59,9 @@ def main():
         owner, name = targets[point]
         sigint_on_call(owner, name, k, times=2 if point == "twice" else 1)
     # the "tiny" preset shrunk further, so that a child runs in a few seconds
-    train.PRESETS["tiny"] = dict(base_channels=4, depth=2, tile=92, lr=0.003, warmup=3, log_every=4)
-    spec = importlib.util.spec_from_file_location("train_isbi", ROOT / "examples" / "train_isbi.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    run_cli(script.main, argv)
+    config.PRESETS["tiny"] = dict(base_channels=4, depth=2, tile=92, lr=0.003, warmup=3,
+                                  log_every=4)
+    run_cli(train_main, argv)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from kernels import elastic
+from tinyunet.kernels import elastic
 
 
 def scipy_deform(image, displacement, order, out_shape=None, offset=(0, 0)):

@@ -1,18 +1,14 @@
-"""examples/evaluate.py: a good run on small synthetic stacks, and one clear line per mistake."""
-import importlib.util
+"""The evaluate command (examples/evaluate.py):
+a good run on small synthetic stacks, and one clear line per mistake."""
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
 
-from .cli_helpers import run_example
+from tinyunet.commands import evaluate
 
-_spec = importlib.util.spec_from_file_location(
-    "evaluate_example", Path(__file__).resolve().parents[1] / "examples" / "evaluate.py")
-evaluate_example = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(evaluate_example)
+from .cli_helpers import run_example
 
 
 @pytest.fixture
@@ -31,7 +27,7 @@ def stacks(tmp_path):
 
 def run(argv, capsys):
     """(exit status, stdout, stderr) of examples/evaluate.py with argv."""
-    return run_example(evaluate_example.main, argv, capsys)
+    return run_example(evaluate.main, argv, capsys)
 
 
 def test_good_run_prints_the_table_and_json(stacks, capsys):
@@ -61,10 +57,10 @@ def test_a_folder_of_images_and_a_full_stack(stacks, capsys):
 @pytest.mark.parametrize("case, expect", [
     ("missing", "no such file"),
     ("slices", "PROBS has 2 slices but 3 label slices"),
-    ("range", "out of range"),
+    ("range", "--slices 3-9: slice 4 does not exist: the data has 4 slices (0-3)"),
     ("shape", "PROBS slices are 24x20 but LABELS slices are 24x28"),
     ("values", "values must be probabilities in [0, 1]"),
-    ("labels", "expected 0 (membrane) and 255 or 1 (cell) only; found [0, 7, 255]"),
+    ("labels", "label values must be 0 (membrane) and 255 or 1 (cell interior); found also [7]"),
     ("not an image", "cannot read it"),
 ])
 def test_each_mistake_is_one_error_line(stacks, capsys, case, expect):

@@ -1,10 +1,14 @@
-"""kernels/conv.py (the CPU engine) against the readable ops it replaces, and the whole network
-through the kernels against the whole network through the readable ops (the route CuPy takes)."""
+"""The CPU engine (kernels/conv_relu.py, pool.py, threads.py) against the readable ops it
+replaces, and the whole network on the kernels against the whole network on the readable ops
+(the route CuPy takes)."""
 import numpy as np
 import pytest
 
-from kernels import conv as k
-from tinyunet import UNet, conv3x3, max_pool2x2, relu, softmax_cross_entropy
+from tinyunet import (UNet, backend, conv3x3, conv3x3_relu, max_pool2x2, relu,
+                      softmax_cross_entropy)
+from tinyunet.engine import choose_engine
+from tinyunet.kernels import conv_relu as k
+from tinyunet.kernels import pool, threads
 
 
 @pytest.fixture
@@ -16,9 +20,15 @@ def small_bands(monkeypatch):
     monkeypatch.setattr(k, "MIN_BAND_COLS", 24)          # 2 rows of width 12
 
 
+class NaNWorkspace(backend.Workspace):
+    """A workspace whose every buffer starts as NaN: what a kernel reads must be written first."""
+
+    def take(self, size, dtype):
+        return np.full(size, np.nan, dtype)
+
+
 def workspace():
-    bufs = {}
-    return lambda size: bufs.setdefault(size, np.full(size, np.nan))[:size]   # NaN: must be overwritten
+    return NaNWorkspace()
 
 
 @pytest.mark.parametrize("shape", [(3, 9, 7), (1, 5, 12)])
@@ -41,52 +51,66 @@ def test_im2col_and_col2im_bands_equal_the_readable_ops_band_by_band(rng, shape)
     np.testing.assert_allclose(dx, want, rtol=1e-13, atol=1e-13)
 
 
-@pytest.mark.parametrize("dx_way", ["col2im", "correlation"])
-@pytest.mark.parametrize("bands, threads", [("one", 1), ("one", 2), ("many", 1), ("many", 2),
-                                            ("many", 3)])
-def test_conv3x3_relu_kernels_equal_readable_ops(rng, request, monkeypatch, bands, threads, dx_way):
-    # several threads: each takes a run of bands; with col2im a run's first band adds dx
-    # through a halo; the full correlation makes dx in a second pass of bands
-    monkeypatch.setattr(k, "THREADS", threads)
-    monkeypatch.setattr(k, "DX", dx_way)
+@pytest.mark.parametrize("bands, n_threads", [("one", 1), ("one", 2), ("many", 1), ("many", 2),
+                                              ("many", 3)])
+def test_conv3x3_relu_kernels_equal_readable_ops(rng, request, monkeypatch, bands, n_threads):
+    # several threads: each takes a run of bands; a run's first band adds dx through a halo
+    monkeypatch.setattr(threads, "THREADS", n_threads)
     if bands == "many":
         request.getfixturevalue("small_bands")
     x = rng.standard_normal((2, 3, 9, 12))
     w, b = rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)
-    z, cache = conv3x3.forward(x, w, b)
+    z, conv_cache = conv3x3.forward(x, w, b)
     y_ref, _ = relu.forward(z)
-    y = k.conv3x3_relu_forward(x, w, b, workspace())
+    y, cache = k.forward(x, w, b, workspace())
     np.testing.assert_allclose(y, y_ref, rtol=1e-13, atol=1e-13)
     dy = rng.standard_normal(y.shape)
-    dx_ref, dw_ref, db_ref = conv3x3.backward(relu.backward(dy, y_ref), cache)
+    dx_ref, dw_ref, db_ref = conv3x3.backward(relu.backward(dy, y_ref), conv_cache)
     dy_kept = dy.copy()
-    dx, dw, db = k.conv3x3_relu_backward(dy, x, y, w, workspace())
+    dx, dw, db = k.backward(dy, cache, workspace())
     np.testing.assert_array_equal(dy, dy_kept)                    # dy is not overwritten
     for got, want in ((dx, dx_ref), (dw, dw_ref), (db, db_ref)):
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
-    none, dw2, _ = k.conv3x3_relu_backward(dy.copy(), x, y, w, workspace(), need_dx=False)
+    none, dw2, _ = k.backward(dy.copy(), cache, workspace(), input_grad=False)
     assert none is None
     np.testing.assert_allclose(dw2, dw_ref, rtol=1e-12, atol=1e-12)
+    assert k.forward(x, w, b, keep=False)[1] is None              # inference keeps nothing
+
+
+def test_the_readable_composite_is_conv3x3_then_relu(rng):
+    """ops.conv3x3_relu, the op the kernel twins, is exactly the two readable ops in a row."""
+    x = rng.standard_normal((2, 3, 9, 12))
+    w, b = rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)
+    z, conv_cache = conv3x3.forward(x, w, b)
+    y_ref, _ = relu.forward(z)
+    y, cache = conv3x3_relu.forward(x, w, b, backend.Workspace())
+    np.testing.assert_array_equal(y, y_ref)
+    dy = rng.standard_normal(y.shape)
+    want = conv3x3.backward(relu.backward(dy, y_ref), conv_cache)
+    for got, ref in zip(conv3x3_relu.backward(dy, cache), want):
+        np.testing.assert_array_equal(got, ref)
+    assert conv3x3_relu.backward(dy, cache, input_grad=False)[0] is None
 
 
 def test_relu_gradient_at_zero_is_zero_in_the_kernel():
     # a pre-activation of exactly 0 (y == 0) passes no gradient, as relu.backward documents
     x = np.zeros((1, 1, 3, 3))
     w, b = np.ones((1, 1, 3, 3)), np.zeros(1)
-    y = k.conv3x3_relu_forward(x, w, b, workspace())
+    y, cache = k.forward(x, w, b, workspace())
     assert y[0, 0, 0, 0] == 0.0
-    _, _, db = k.conv3x3_relu_backward(np.ones_like(y), x, y, w, workspace())
+    _, _, db = k.backward(np.ones_like(y), cache, workspace())
     assert db[0] == 0.0
 
 
 def test_max_pool_kernels_equal_readable_op_with_ties(rng):
     x = rng.integers(0, 3, (2, 3, 6, 8)).astype(np.float32)    # many ties in each window
-    y_ref, cache = max_pool2x2.forward(x)
-    y, idx = k.max_pool2x2_forward(x)
+    y_ref, cache_ref = max_pool2x2.forward(x)
+    y, cache = pool.forward(x)
     np.testing.assert_array_equal(y, y_ref)
-    np.testing.assert_array_equal(idx, cache[0])
+    np.testing.assert_array_equal(cache[0], cache_ref[0])
+    assert cache[1] == cache_ref[1]
     dy = rng.standard_normal(y.shape).astype(np.float32)
-    np.testing.assert_array_equal(k.max_pool2x2_backward(dy, idx), max_pool2x2.backward(dy, cache))
+    np.testing.assert_array_equal(pool.backward(dy, cache), max_pool2x2.backward(dy, cache_ref))
 
 
 def test_band_rows_keep_the_gemm_wide_and_the_columns_small():
@@ -99,7 +123,7 @@ def test_band_rows_keep_the_gemm_wide_and_the_columns_small():
         if (rows - 1) * w >= k.MIN_BAND_COLS:                       # where that does not bind,
             assert cols <= max(k.BAND_BYTES, 9 * c * w * 4)           # cache-sized
     assert k.band_rows(1024, 30, 4, 28) == 7                         # deep layers: 8 MiB bands
-    assert k.band_rows(64, 30, 4, 28, threads=2) == 14               # one band per thread at least
+    assert k.band_rows(64, 30, 4, 28, n_threads=2) == 14               # one band per thread at least
 
 
 @pytest.mark.parametrize("dtype, rtol", [("float64", 1e-10), ("float32", 1e-4)])
@@ -108,9 +132,8 @@ def test_network_through_kernels_equals_network_through_readable_ops(monkeypatch
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 1, 60, 60)).astype(dtype)
     results = []
-    for use_kernels in (True, False):
-        model = UNet(base_channels=4, depth=2, dtype=dtype, seed=1, dropout=0.5)
-        model.use_kernels = use_kernels
+    for engine in ("kernels", "readable"):
+        model = UNet(base_channels=4, depth=2, dtype=dtype, seed=1, dropout=0.5, engine=engine)
         logits = model.forward(x, train=True)
         labels = rng.integers(0, 2, (2,) + logits.shape[2:]) if not results else results[0][2]
         _, d = softmax_cross_entropy(logits, labels)
@@ -128,18 +151,27 @@ def test_inference_keeps_nothing_and_training_skips_the_input_gradient():
     model = UNet(base_channels=2, depth=2)
     x = np.zeros((1, 1, 44, 44), np.float32)
     model.predict_proba(x)
-    assert model._tape == {}
+    assert model.tape == {}
     with pytest.raises(RuntimeError, match="forward"):
         model.backward(np.zeros((1, 2, 4, 4), np.float32))
     model.forward(x, keep=False)
     with pytest.raises(RuntimeError, match="keep=True"):
         model.backward(np.zeros((1, 2, 4, 4), np.float32))
     assert model.backward(np.zeros_like(model.forward(x)), input_grad=False) is None
-    model.use_kernels = False                              # the readable route keeps the contract
+    model = UNet(base_channels=2, depth=2, engine="readable")    # the readable route keeps it too
     assert model.backward(np.zeros_like(model.forward(x)), input_grad=False) is None
 
 
-def test_the_environment_switch_selects_the_readable_route(monkeypatch):
-    assert UNet(base_channels=2, depth=1).use_kernels
+def test_one_engine_switch(monkeypatch):
+    """The engine is chosen in engine.choose_engine alone: kernels on the CPU by default,
+    readable with TINYUNET_KERNELS=0 or engine="readable"; kernels on a GPU are an error."""
+    monkeypatch.delenv("TINYUNET_KERNELS", raising=False)
+    assert UNet(base_channels=2, depth=1).engine.name == "kernels"
+    assert UNet(base_channels=2, depth=1, engine="readable").engine.name == "readable"
     monkeypatch.setenv("TINYUNET_KERNELS", "0")
-    assert not UNet(base_channels=2, depth=1).use_kernels
+    assert UNet(base_channels=2, depth=1).engine.name == "readable"
+    assert choose_engine("gpu").name == "readable"
+    with pytest.raises(ValueError, match="CPU only"):
+        choose_engine("gpu", "kernels")
+    with pytest.raises(ValueError, match="valid engines are 'kernels' and 'readable'"):
+        UNet(base_channels=2, depth=1, engine="fast")

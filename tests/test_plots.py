@@ -19,8 +19,8 @@ def test_feature_maps_of_the_paper_network_are_fig_1():
 
 def test_feature_maps_match_a_forward_pass(monkeypatch):
     """Record the output shape of every op during a real forward and compare."""
-    model = UNet(in_channels=2, n_classes=3, base_channels=3, depth=3, seed=0)
-    model.use_kernels = False                          # the readable ops, which the spies see
+    model = UNet(in_channels=2, n_classes=3, base_channels=3, depth=3, seed=0,
+                 engine="readable")                    # the readable ops, which the spies see
     seen = []
     for mod in (conv3x3, max_pool2x2, up_conv2x2, crop_and_concat):
         def spy(*args, _f=mod.forward, **kw):

@@ -1,7 +1,7 @@
-"""examples/predict.py as a user meets it: one `error:` line (exit 2) for each mistake, checked
-before anything is written; no silent overwrite; a warning for synthetic-data checkpoints; the
-largest tile that fits the memory budget by default; zarr volumes block by block."""
-import importlib.util
+"""The predict command (examples/predict.py) as a user meets it: one `error:` line (exit 2)
+for each mistake, checked before anything is written; no silent overwrite; a warning for
+synthetic-data checkpoints; the largest tile that fits the memory budget by default; zarr
+volumes block by block."""
 import json
 import subprocess
 from pathlib import Path
@@ -11,18 +11,17 @@ import pytest
 import tifffile
 
 from tinyunet import UNet, backend
-from tinyunet.cli import UserError, run_cli
-from tinyunet.data.samples import normalise
+from tinyunet.checkpoint import save_checkpoint
+from tinyunet.cli import run_cli
+from tinyunet.commands import predict
+from tinyunet.data import normalise
+from tinyunet.errors import UserError
 from tinyunet.infer import choose_tile, covering_tile, forward_memory, predict_tiled
 from tinyunet.optim import SGD
-from tinyunet.train import save_checkpoint
 
 from .cli_helpers import run_example
 
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("predict", ROOT / "examples" / "predict.py")
-predict = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(predict)
 MEAN, STD = 0.5, 0.2
 
 
@@ -71,15 +70,16 @@ def test_bad_inputs_get_one_line_and_nothing_is_written(run, capsys):
         (ckpt, tmp / "notes.png"): "notes.png is not an image tinyunet can read",
         (ckpt, tmp / "folder"): "folder is a folder: give an image (PNG, TIFF), a TIFF stack or a zarr",
         (tmp / "random.npz", stack): "random.npz is not a tinyunet checkpoint",
-        (tmp / "pickled.npz", stack): "pickled.npz is not a tinyunet checkpoint",
+        (tmp / "pickled.npz", stack): "pickled.npz is corrupt or not a tinyunet checkpoint",
         (tmp / "nothing.npz", stack): "no checkpoint at ",
         (tmp / "run", stack): "run is a folder, not a checkpoint",
-        (ckpt, stack, "--batch", "0"): "--batch must be at least 1",
+        (ckpt, stack, "--batch", "0"): "argument --batch: must be at least 1",
         (ckpt, stack, "--tile", "61"): "--tile 61 does not fit a depth-2 U-Net with valid "
                                        "convolutions: the nearest valid sizes are 60 or 64",
-        (ckpt, stack, "--memory", "lots"): "--memory must be a positive size such as 512M",
+        (ckpt, stack, "--memory", "lots"): "argument --memory: must be a positive size such "
+                                           "as 512M",
         (ckpt, stack, "--memory", "1K"): "too small for this network: its smallest tile",
-        (ckpt, stack, "--chunk", "1,x"): "--chunk must be Z,Y,X voxels per block",
+        (ckpt, stack, "--chunk", "1,x"): "argument --chunk: must be Z,Y,X voxels per block",
     }
     if not backend.gpu_available():
         cases[(ckpt, stack, "--device", "gpu")] = "device 'gpu' was requested but CuPy"
@@ -92,7 +92,7 @@ def test_bad_inputs_get_one_line_and_nothing_is_written(run, capsys):
 
 def test_debug_shows_the_traceback(run):
     ckpt, _, _, tmp = run
-    with pytest.raises(UserError, match="--batch must be at least 1"):
+    with pytest.raises(UserError, match="argument --batch: must be at least 1"):
         run_cli(predict.main, [str(ckpt), str(tmp / "stack.tif"), "--batch", "0", "--debug"])
 
 
@@ -119,7 +119,6 @@ def test_default_output_folder_is_ignored_by_git():
 
 
 @pytest.mark.parametrize("data,warned", [
-    ("synthetic EM (built in)", True),
     ({"source": "synthetic", "seed": 0}, True),
     ("/data/isbi2012", False),
     ({"source": "/data/synthetic-looking-name", "seed": None}, False),   # a folder

@@ -4,10 +4,12 @@ import json
 import numpy as np
 import pytest
 
-from tinyunet.data import synthetic_em
-from tinyunet.data.samples import TileSampler, loss_weights, normalise
-from tinyunet.train import (CheckpointError, TrainConfig, Trainer, _atomic_write, learning_rate,
-                            load_checkpoint, model_from_checkpoint)
+from tinyunet.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from tinyunet.config import TrainConfig, learning_rate
+from tinyunet.data import normalise, synthetic_em
+from tinyunet.data.samples import TileSampler, loss_weights
+from tinyunet.files import atomic_write
+from tinyunet.train import Trainer
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +103,7 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
         raise OSError("disk full")
 
     with pytest.raises(OSError):
-        _atomic_write(path, crash)
+        atomic_write(path, crash)
     assert path.read_bytes() == b"good checkpoint"
     assert [p.name for p in tmp_path.iterdir()] == ["latest.npz"]      # no temporary left
 

@@ -1,7 +1,6 @@
 """examples/train_isbi.py as a user meets it: resume keeps the run's data and its numbers (real
 Ctrl-C at several points), every bad input is one `error:` line with exit status 2, arguments are
 checked before anything is written, the default split follows the data, TINYUNET_ISBI_DIR."""
-import importlib.util
 import json
 import os
 import re
@@ -13,19 +12,19 @@ import numpy as np
 import pytest
 import tifffile
 
-from tinyunet import backend, train
-from tinyunet.cli import UserError, announce_compiling, run_cli
+from tinyunet import backend, config, train
+from tinyunet.checkpoint import CheckpointError, load_checkpoint
+from tinyunet.cli import run_cli
+from tinyunet.commands import train as script
 from tinyunet.data import synthetic_em
+from tinyunet.data.selection import default_split
+from tinyunet.errors import UserError
 from tinyunet.model import UNet
-from tinyunet.train import load_checkpoint
 
 from .cli_helpers import run_example
 
 ROOT = Path(__file__).resolve().parents[1]
 DRIVER = ROOT / "tests" / "interrupt_driver.py"
-_spec = importlib.util.spec_from_file_location("train_isbi", ROOT / "examples" / "train_isbi.py")
-script = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(script)
 
 # the tiny preset made smaller still (the same as tests/interrupt_driver.py uses)
 MINI = dict(base_channels=4, depth=2, tile=92, lr=0.003, warmup=3, log_every=4)
@@ -47,7 +46,7 @@ def pairs(tmp_path_factory):
 
 @pytest.fixture
 def mini(monkeypatch):
-    monkeypatch.setitem(train.PRESETS, "tiny", MINI)
+    monkeypatch.setitem(config.PRESETS, "tiny", MINI)
 
 
 def cli(argv, capsys):
@@ -109,9 +108,9 @@ def test_resume_trains_on_the_runs_data_and_refuses_other_data(pairs, tmp_path, 
 def test_a_trainer_refuses_to_resume_on_other_data(tmp_path):
     images, labels = synthetic_em(n=3, size=48, cell_size=16, seed=1)
     other, _ = synthetic_em(n=3, size=48, cell_size=16, seed=2)
-    cfg = train.TrainConfig(base_channels=2, depth=2, tile=92, steps=1, val_every=1)
+    cfg = config.TrainConfig(base_channels=2, depth=2, tile=92, steps=1, val_every=1)
     train.Trainer(cfg, (images[:2], labels[:2]), (images[2:], labels[2:]), tmp_path, progress=False)
-    with pytest.raises(train.CheckpointError, match="was trained on other data"):
+    with pytest.raises(CheckpointError, match="was trained on other data"):
         train.Trainer(cfg, (other[:2], labels[:2]), (images[2:], labels[2:]), tmp_path,
                       resume=True, progress=False)
 
@@ -264,11 +263,11 @@ def test_the_script_itself_prints_one_line_and_exits_2(tmp_path):
 
 # ---- defects 5 and 6: the default split follows the data; TINYUNET_ISBI_DIR ------------------
 def test_default_split_follows_the_data():
-    assert script.default_split(30) == (list(range(25)), list(range(25, 30)))   # ISBI
-    assert script.default_split(12) == (list(range(10)), [10, 11])              # synthetic
-    assert script.default_split(4) == ([0, 1, 2], [3])
+    assert default_split(30) == (list(range(25)), list(range(25, 30)))   # ISBI
+    assert default_split(12) == (list(range(10)), [10, 11])              # synthetic
+    assert default_split(4) == ([0, 1, 2], [3])
     with pytest.raises(UserError, match="only 1 slice.*give --train-slices 0 and --val-slices 0"):
-        script.default_split(1)
+        default_split(1)
 
 
 def test_isbi_dir_from_the_environment_and_four_slices_by_default(tmp_path, monkeypatch, mini,
@@ -312,8 +311,8 @@ def test_compiling_is_announced_once_and_only_on_a_cache_miss(tmp_path):
 
 
 def test_two_runs_started_in_one_second_get_two_directories(tmp_path, monkeypatch):
-    monkeypatch.setattr(script.time, "strftime", lambda fmt: "20260101-000000")
-    made = [script.new_run_dir(tmp_path / "runs", "cpu") for _ in range(3)]
+    monkeypatch.setattr(train.time, "strftime", lambda fmt: "20260101-000000")
+    made = [train.new_run_dir(tmp_path / "runs", "cpu") for _ in range(3)]
     assert [p.name for p in made] == ["20260101-000000-cpu", "20260101-000000-cpu-2",
                                       "20260101-000000-cpu-3"]
     assert all(p.is_dir() for p in made)           # made at once: no other process can take it

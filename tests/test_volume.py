@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from tinyunet import UNet
-from tinyunet.data.samples import normalise
-from tinyunet.infer import (choose_tile, covering_tile, forward_memory, predict_tiled,
-                            predict_volume, save_volume)
+from tinyunet.data import normalise
+from tinyunet.infer import choose_tile, covering_tile, forward_memory, predict_tiled
+from tinyunet.volume import predict_volume, save_volume
 
 from .test_infer import make_model
 

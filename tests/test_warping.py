@@ -5,8 +5,8 @@ import pytest
 import tifffile
 from scipy import ndimage as ndi
 
-from kernels.thinning import thin_borders
-from kernels.warping import KINDS, RING, SIMPLE
+from tinyunet.kernels.thinning import thin_borders
+from tinyunet.kernels.warping import KINDS, RING, SIMPLE
 from tests import reference as ref
 from tinyunet import metrics
 

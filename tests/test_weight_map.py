@@ -4,7 +4,7 @@ import pytest
 import tifffile
 from scipy import ndimage as ndi
 
-from kernels.weight_map import (class_weight_map, cutoff_radius, instances_from_mask,
+from tinyunet.kernels.weight_map import (class_weight_map, cutoff_radius, instances_from_mask,
                                 weight_map)
 
 

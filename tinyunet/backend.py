@@ -2,7 +2,9 @@
 
 Every op asks ``get_array_module(x)`` for the array module of its input, so one code path serves
 the CPU (NumPy) and the GPU (CuPy). Devices are named ``"cpu"`` and ``"gpu"``; the default comes
-from the ``TINYUNET_DEVICE`` environment variable, else ``"cpu"``.
+from the ``TINYUNET_DEVICE`` environment variable, else ``"cpu"``. Scratch memory that ops reuse
+across calls is a ``Workspace`` on one device. (Which implementation of the hot ops runs, the
+engine, is chosen in engine.py.)
 """
 import os
 
@@ -82,3 +84,29 @@ def default_rng(seed, device="cpu"):
     if resolve_device(device) == "gpu":
         return _cupy.random.default_rng(seed)
     return np.random.default_rng(seed)
+
+
+class Workspace:
+    """Scratch memory kept across calls: one flat buffer on one device, grown to the largest
+    request and handed out again (``take``). The ops whose temporaries outgrow their output (the
+    im2col columns, the kernels' bands) take one; a model owns one for all its layers.
+
+    Large arrays come straight from the OS, which zero-fills every page on first touch; reusing
+    one buffer spares that in every layer of every step (CuPy pools memory anyway).
+    """
+
+    def __init__(self, device="cpu"):
+        self.device = device
+        self._buffer = None
+
+    def take(self, size, dtype):
+        """A flat array of `size` elements of `dtype`, valid until the next take()."""
+        buf = self._buffer
+        if buf is None or buf.size < size or buf.dtype != dtype:
+            buf = self._buffer = xp_for(self.device).empty(size, dtype=dtype)
+        return buf[:size]
+
+
+def scratch(workspace, size, dtype, xp=np):
+    """workspace.take(size, dtype), or a fresh array without a workspace."""
+    return xp.empty(size, dtype=dtype) if workspace is None else workspace.take(size, dtype)

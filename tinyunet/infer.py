@@ -9,15 +9,44 @@ input at the alignment it would have in one pass over the whole mirrored image. 
 equals that single pass up to float rounding, whatever the tile size: no seams.
 
 `choose_tile` picks the largest valid tile whose forward pass fits a memory budget
-(`forward_memory` estimates it from the model's configuration); `predict_volume` runs the same
-tiling blockwise over volumes larger than memory (tinyunet/volume.py, with dask).
+(`forward_memory` estimates it from the model's configuration). tinyunet.volume runs the same
+tiling blockwise over volumes larger than memory (with dask); it builds on this module, which
+imports nothing of it. Inference takes any model with the UNet's `predict_proba`, `depth`,
+`dtype`, `device` and `config`, and imports nothing from training.
 """
 import math
 
 import numpy as np
 
 from . import backend
-from .model import check_input_size, output_size, valid_input_sizes
+from .model import check_input_size, margin, output_size, valid_input_sizes
+
+# The 8 symmetries of the square (test-time augmentation), each as (transpose, flip y, flip x),
+# applied as flips first, then the transpose: the rotations by k * 90 degrees, each unflipped
+# and then flipped left-right (np.rot90(a, k), then a[:, ::-1]).
+SYMMETRIES = [(False, False, False), (False, False, True), (True, False, True),
+              (True, True, True), (False, True, True), (False, True, False),
+              (True, True, False), (True, False, False)]
+
+
+def transform(a, symmetry):
+    """The last two axes of `a` under one of SYMMETRIES (a view)."""
+    transpose, flip_y, flip_x = symmetry
+    if flip_y:
+        a = a[..., ::-1, :]
+    if flip_x:
+        a = a[..., :, ::-1]
+    return a.swapaxes(-1, -2) if transpose else a
+
+
+def untransform(a, symmetry):
+    """The inverse of transform(., symmetry) (a view)."""
+    transpose, flip_y, flip_x = symmetry
+    if transpose:
+        a = a.swapaxes(-1, -2)
+    if flip_x:
+        a = a[..., :, ::-1]
+    return a[..., ::-1, :] if flip_y else a
 
 
 def mirror_pad(image, top, bottom, left, right):
@@ -82,23 +111,17 @@ def predict_tiled(model, image, tile=572, batch=1, tta=False, progress=False):
     image = _as_chw(image)
     if tta:
         acc = None
-        for k in range(4):
-            for flip in (False, True):
-                t = np.rot90(image, k, axes=(1, 2))
-                t = t[:, :, ::-1] if flip else t
-                p = predict_tiled(model, np.ascontiguousarray(t), tile, batch, False, progress)
-                p = p[:, :, ::-1] if flip else p
-                p = np.rot90(p, -k, axes=(1, 2))
-                acc = p if acc is None else acc + p
+        for sym in SYMMETRIES:
+            t = np.ascontiguousarray(transform(image, sym))
+            p = untransform(predict_tiled(model, t, tile, batch, False, progress), sym)
+            acc = p if acc is None else acc + p
         return (acc / 8).astype(_prob_dtype(model))
-    check_input_size(tile, model.depth, "tile size")
+    m = margin(tile, model.depth)
     out = output_size(tile, model.depth)
-    margin = (tile - out) // 2
     c, h, w = image.shape
     ys, ext_h = tile_grid(h, out, 2 ** model.depth)
     xs, ext_w = tile_grid(w, out, 2 ** model.depth)
-    padded = mirror_pad(image.astype(model.dtype), margin, margin + ext_h - h,
-                        margin, margin + ext_w - w)
+    padded = mirror_pad(image.astype(model.dtype), m, m + ext_h - h, m, m + ext_w - w)
     result = np.empty((model.config["n_classes"], ext_h, ext_w), _prob_dtype(model))
     run_tiles(model, padded, ys, xs, (tile, tile), result, batch, progress)
     return result[:, :h, :w]
@@ -119,7 +142,7 @@ def predict_whole(model, image):
     image = _as_chw(image)
     c, h, w = image.shape
     t, u = covering_tile(h, model.depth), covering_tile(w, model.depth)
-    my, mx = (t - output_size(t, model.depth)) // 2, (u - output_size(u, model.depth)) // 2
+    my, mx = margin(t, model.depth), margin(u, model.depth)
     padded = mirror_pad(image.astype(model.dtype), my, t - h - my, mx, u - w - mx)
     probs = model.predict_proba(backend.to_device(padded[None], model.device))
     return backend.to_numpy(probs)[0][:, :h, :w].astype(np.float32)
@@ -190,12 +213,3 @@ def _bytes(n):
         if n < 1024 or unit == "GiB":
             return f"{n:.3g} {unit}"
         n /= 1024
-
-
-def __getattr__(name):
-    """predict_volume and save_volume, blockwise inference over volumes with dask, live in
-    tinyunet/volume.py (which builds on this module) and load on first use."""
-    if name in ("predict_volume", "save_volume", "halo"):
-        from . import volume
-        return getattr(volume, name)
-    raise AttributeError(f"module 'tinyunet.infer' has no attribute {name!r}")

@@ -71,8 +71,8 @@ scores 1 (Rand, V_rand, V_info); Fiji would divide by zero there.
 import numpy as np
 from scipy import ndimage as ndi
 
-from kernels.thinning import thin_borders
-from kernels.warping import KINDS, MERGE, SIMPLE, SPLIT, classify, warp
+from .kernels.thinning import thin_borders
+from .kernels.warping import KINDS, MERGE, SIMPLE, SPLIT, classify, warp
 
 
 def java_range(lo, hi, step):

@@ -13,16 +13,14 @@ Parameter names, in forward order (PyTorch layouts, so weights can be exchanged)
     up{i}.conv{1,2}.{weight,bias}
     out.{weight,bias}                                     weight (K, base, 1, 1)
 """
-import contextlib
-import os
 from collections import OrderedDict
 
 import numpy as np
 
-from kernels import conv as cpu_kernels
-
-from . import backend, conv1x1, conv3x3, crop_and_concat, dropout, max_pool2x2, relu, up_conv2x2
-from .softmax_cross_entropy import softmax
+from . import backend
+from .engine import choose_engine
+from .ops import conv1x1, crop_and_concat, dropout, up_conv2x2
+from .ops.softmax_cross_entropy import softmax
 
 
 def output_size(h, depth=4):
@@ -70,10 +68,12 @@ def check_input_size(h, depth=4, what="input size"):
                          f"(see tinyunet.valid_input_sizes(depth={depth}))")
 
 
-def cols_size(x):
-    """Elements of the im2col columns of x (N, C, H, W) for a 3x3 valid convolution."""
-    n, c, h, w = x.shape
-    return n * c * 9 * (h - 2) * (w - 2)
+def margin(tile, depth=4):
+    """Pixels a tile of `tile` px loses on each side to the valid convolutions: (T - O) / 2
+    (92 for the paper's 572 -> 388). The output pixel (i, j) sees the input window centred on
+    input pixel (i + margin, j + margin)."""
+    check_input_size(tile, depth, "tile size")
+    return (tile - output_size(tile, depth)) // 2
 
 
 class UNet:
@@ -81,14 +81,18 @@ class UNet:
 
     x (N, in_channels, H, W) -> logits (N, n_classes, H', W'), H' = output_size(H, depth).
 
-    On the CPU the 3x3 convolutions (with their ReLU) and the max pools run through the Numba
-    kernels in kernels/conv.py, which compute what the readable ops compute, faster and in less
-    memory; on the GPU, or with TINYUNET_KERNELS=0 in the environment, the readable ops run
-    (`use_kernels` says which). Tests check that both give the same numbers.
+    The 3x3 convs (with their ReLU) and the max pools run on the model's engine
+    (engine.choose_engine): on the CPU the Numba kernels of tinyunet/kernels, which compute
+    what the readable ops compute, faster and in less memory; on the GPU, or with
+    engine="readable" (or TINYUNET_KERNELS=0 in the environment), the readable ops of
+    tinyunet/ops. Tests check that both give the same numbers.
+
+    What forward keeps for backward is the tape (each layer's cache, by layer name); the
+    scratch memory its layers share, kept across steps, is the workspace (backend.Workspace).
     """
 
     def __init__(self, in_channels=1, n_classes=2, base_channels=64, depth=4, dropout=0.0,
-                 dtype="float32", seed=0, device="cpu"):
+                 dtype="float32", seed=0, device="cpu", engine=None):
         if depth < 1 or base_channels < 1 or in_channels < 1 or n_classes < 1:
             raise ValueError("in_channels, n_classes, base_channels and depth must be >= 1")
         self.config = dict(in_channels=in_channels, n_classes=n_classes,
@@ -125,8 +129,10 @@ class UNet:
         add("out", (n_classes, ch[0], 1, 1), ch[0])
         self._grads = OrderedDict((k, np.zeros_like(v)) for k, v in self.params.items())
         self.rng = backend.default_rng(seed + 1, "cpu")        # dropout masks
-        self._tape = {}
-        self._workspace = {}       # name -> buffer kept across steps (im2col columns, scratch)
+        self.tape = {}                                         # layer name -> its cache
+        self.workspace = backend.Workspace("cpu")
+        self._engine_name = engine
+        self.engine = choose_engine("cpu", engine)
         self.to(device)
 
     # ---- sizes and parameters -------------------------------------------------------------
@@ -170,7 +176,8 @@ class UNet:
             self.params[k][...] = src
 
     def to(self, device):
-        """Move parameters and gradients to "cpu" or "gpu" (in place); returns self."""
+        """Move parameters and gradients to "cpu" or "gpu" (in place); returns self. The engine
+        follows the device (engine.choose_engine)."""
         device = backend.resolve_device(device)
         if device != self.device:
             for d in (self.params, self._grads):
@@ -181,9 +188,22 @@ class UNet:
             if state is not None:
                 self.rng.bit_generator.state = state
             self.device = device
-            self._tape, self._workspace = {}, {}
-        self.use_kernels = device == "cpu" and os.environ.get("TINYUNET_KERNELS", "1") != "0"
+            self.tape, self.workspace = {}, backend.Workspace(device)
+            self.engine = choose_engine(device, self._engine_name)
         return self
+
+    def __getstate__(self):
+        """What a pickle keeps (dask ships a model to its workers): parameters, gradients,
+        configuration and the dropout generator; not the tape, the workspace or the engine,
+        which the copy makes afresh."""
+        state = dict(self.__dict__)
+        state.update(tape={}, workspace=None, engine=None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.workspace = backend.Workspace(self.device)
+        self.engine = choose_engine(self.device, self._engine_name)
 
     # ---- forward and backward -------------------------------------------------------------
     def _check_input(self, x):
@@ -200,105 +220,53 @@ class UNet:
         check_input_size(x.shape[3], self.depth, "input width")
         return x.astype(self.dtype, copy=False)
 
-    def _buffer(self, name, size, dtype):
-        """A flat buffer of at least `size` elements, kept for the next step of the same shape.
-
-        Large arrays come straight from the OS, which zero-fills every page on first touch;
-        reusing them makes a training step ~15% faster on the CPU (CuPy pools memory anyway).
-        """
-        buf = self._workspace.get(name)
-        if buf is None or buf.size < size or buf.dtype != dtype:
-            xp = backend.xp_for(self.device)
-            buf = self._workspace[name] = xp.empty(size, dtype=dtype)
-        return buf[:size]
-
-    def _conv_relu(self, name, x, keep):
-        """relu(conv3x3(x) + b). Keeps the layer's input and output for the backward pass: the
-        input to rebuild the im2col columns, the output for the ReLU's mask (conv3x3.py: why)."""
-        w, b = self.params[name + ".weight"], self.params[name + ".bias"]
-        if self.use_kernels:
-            y = cpu_kernels.conv3x3_relu_forward(x, w, b, self._scratch(x.dtype))
-        else:
-            z, _ = conv3x3.forward(x, w, b, self._scratch(x.dtype)(cols_size(x)), keep=False)
-            y, _ = relu.forward(z, inplace=True)
-        if keep:
-            self._tape[name] = (x, y)
-        return y
-
-    def _conv_relu_backward(self, name, dy, need_dx=True):
-        x, y = self._tape.pop(name)
-        w = self.params[name + ".weight"]
-        if self.use_kernels:
-            dx, dw, db = cpu_kernels.conv3x3_relu_backward(dy, x, y, w, self._scratch(dy.dtype),
-                                                           need_dx)
-        else:
-            dz = relu.backward(dy, y)
-            dx, dw, db = conv3x3.backward(dz, (x, w), self._scratch(x.dtype)(cols_size(x)))
-            dx = dx if need_dx else None              # the readable op always makes dx
-        self._grads[name + ".weight"][...] = dw
-        self._grads[name + ".bias"][...] = db
-        return dx
-
-    def _scratch(self, dtype):
-        """size -> a flat workspace of `size` elements, one buffer shared by every layer (it
-        grows to the largest request and is reused across steps)."""
-        return lambda size: self._buffer("scratch", size, dtype)
-
-    def _pool(self, name, x, keep):
-        if self.use_kernels:
-            y, idx = cpu_kernels.max_pool2x2_forward(x)
-            cache = (idx, x.shape)
-        else:
-            y, cache = max_pool2x2.forward(x)
-        if keep:
-            self._tape[name] = cache
-        return y
-
-    def _pool_backward(self, name, dy):
-        cache = self._tape.pop(name)
-        if self.use_kernels:
-            return cpu_kernels.max_pool2x2_backward(np.ascontiguousarray(dy), cache[0])
-        return max_pool2x2.backward(dy, cache)
-
-    def _engine(self):
-        """The context the CPU kernels run in (BLAS held to one thread: kernels/conv.py says
-        why); nothing on the readable route."""
-        return cpu_kernels.blas_threads(1) if self.use_kernels else contextlib.nullcontext()
-
     def forward(self, x, train=False, keep=True):
         """x (N, C, H, W) -> logits (N, K, H', W'). train=True enables dropout.
 
-        keep=True keeps what backward() needs (each layer's input and output, the pools' argmax,
-        the dropout mask); keep=False keeps nothing, for inference (see predict_proba).
+        keep=True keeps on the tape what backward() needs (each layer's cache: the convs'
+        inputs and outputs, the pools' argmax, the dropout mask); keep=False keeps nothing, for
+        inference (see predict_proba).
         """
         x = self._check_input(x)
-        with self._engine():
-            return self._forward(x, train, keep)
+        self.tape = {}
+        self._keep = keep
+        with self.engine.scope():
+            return self._forward(x, train)
 
-    def _forward(self, x, train, keep):
-        p = self.params
-        self._tape.clear()
-        tape = self._tape if keep else {}                 # eval mode: caches are dropped
+    def _forward(self, x, train):
+        """Fig. 1, left to right."""
         skips = []
         h = x
         for i in range(self.depth):                       # contracting path
-            h = self._conv_relu(f"down{i}.conv1", h, keep)
-            h = self._conv_relu(f"down{i}.conv2", h, keep)
+            h = self._conv(f"down{i}.conv1", h)
+            h = self._conv(f"down{i}.conv2", h)
             skips.append(h)
-            h = self._pool(f"down{i}.pool", h, keep)
-        h = self._conv_relu("bottom.conv1", h, keep)
-        h = self._conv_relu("bottom.conv2", h, keep)
+            h = self._record(f"down{i}.pool", *self.engine.max_pool2x2.forward(h))
+        h = self._conv("bottom.conv1", h)
+        h = self._conv("bottom.conv2", h)
         # paper sec. 3.1: "drop-out layers at the end of the contracting path"
-        h, tape["bottom.dropout"] = dropout.forward(h, self.p_drop, self.rng, train)
+        h = self._record("bottom.dropout", *dropout.forward(h, self.p_drop, self.rng, train))
         for i in reversed(range(self.depth)):             # expanding path
-            name = f"up{i}.upconv"
-            h, tape[name] = up_conv2x2.forward(h, p[name + ".weight"], p[name + ".bias"])
-            h, tape[f"up{i}.concat"] = crop_and_concat.forward(skips[i], h)
+            h = self._record(f"up{i}.upconv", *up_conv2x2.forward(h, *self._wb(f"up{i}.upconv")))
+            h = self._record(f"up{i}.concat", *crop_and_concat.forward(skips[i], h))
             skips[i] = None                               # inference: free it once cropped
-            h = self._conv_relu(f"up{i}.conv1", h, keep)
-            h = self._conv_relu(f"up{i}.conv2", h, keep)
-        logits, tape["out"] = conv1x1.forward(h, p["out.weight"], p["out.bias"])
-        return logits
+            h = self._conv(f"up{i}.conv1", h)
+            h = self._conv(f"up{i}.conv2", h)
+        return self._record("out", *conv1x1.forward(h, *self._wb("out")))
+
+    def _wb(self, name):
+        return self.params[name + ".weight"], self.params[name + ".bias"]
+
+    def _conv(self, name, h):
+        """3x3 conv + bias + ReLU on the engine (its cache keeps the layer's input and output)."""
+        return self._record(name, *self.engine.conv3x3_relu.forward(
+            h, *self._wb(name), self.workspace, keep=self._keep))
+
+    def _record(self, name, y, cache):
+        """An op's output; its cache goes on the tape when the forward keeps one."""
+        if self._keep:
+            self.tape[name] = cache
+        return y
 
     def backward(self, dlogits, input_grad=True):
         """dlogits (N, K, H', W') -> dx (N, C, H, W); fills grads(). Call after forward().
@@ -306,32 +274,41 @@ class UNet:
         input_grad=False skips the gradient of the input image (training does not need it) and
         returns None.
         """
-        if "out" not in self._tape:
+        if "out" not in self.tape:
             raise RuntimeError("UNet.backward: call forward() first (each backward consumes "
                                "the activations of one forward made with keep=True)")
-        with self._engine():
+        with self.engine.scope():
             return self._backward(dlogits, input_grad)
 
     def _backward(self, dlogits, input_grad):
-        tape, g = self._tape, self._grads
-        dh, g["out.weight"][...], g["out.bias"][...] = conv1x1.backward(dlogits, tape.pop("out"))
+        """Fig. 1, right to left: each op's backward, its parameter gradients into grads()."""
+        dh = self._grad("out", *conv1x1.backward(dlogits, self.tape.pop("out")))
         dskips = {}
         for i in range(self.depth):                       # expanding path, in reverse
-            dh = self._conv_relu_backward(f"up{i}.conv2", dh)
-            dh = self._conv_relu_backward(f"up{i}.conv1", dh)
-            dskips[i], dh = crop_and_concat.backward(dh, tape.pop(f"up{i}.concat"))
+            dh = self._conv_backward(f"up{i}.conv2", dh)
+            dh = self._conv_backward(f"up{i}.conv1", dh)
+            dskips[i], dh = crop_and_concat.backward(dh, self.tape.pop(f"up{i}.concat"))
             name = f"up{i}.upconv"
-            dh, g[name + ".weight"][...], g[name + ".bias"][...] = up_conv2x2.backward(
-                dh, tape.pop(name))
-        dh = dropout.backward(dh, tape.pop("bottom.dropout"))
-        dh = self._conv_relu_backward("bottom.conv2", dh)
-        dh = self._conv_relu_backward("bottom.conv1", dh)
+            dh = self._grad(name, *up_conv2x2.backward(dh, self.tape.pop(name)))
+        dh = dropout.backward(dh, self.tape.pop("bottom.dropout"))
+        dh = self._conv_backward("bottom.conv2", dh)
+        dh = self._conv_backward("bottom.conv1", dh)
         for i in reversed(range(self.depth)):             # contracting path, in reverse
-            dh = self._pool_backward(f"down{i}.pool", dh)
+            dh = self.engine.max_pool2x2.backward(dh, self.tape.pop(f"down{i}.pool"))
             dh += dskips.pop(i)                           # the skip connection's gradient
-            dh = self._conv_relu_backward(f"down{i}.conv2", dh)
-            dh = self._conv_relu_backward(f"down{i}.conv1", dh, need_dx=input_grad or i > 0)
+            dh = self._conv_backward(f"down{i}.conv2", dh)
+            dh = self._conv_backward(f"down{i}.conv1", dh, input_grad or i > 0)
         return dh
+
+    def _conv_backward(self, name, dy, input_grad=True):
+        return self._grad(name, *self.engine.conv3x3_relu.backward(
+            dy, self.tape.pop(name), self.workspace, input_grad=input_grad))
+
+    def _grad(self, name, dx, dw, db):
+        """dx; dw and db into the layer's gradients."""
+        self._grads[name + ".weight"][...] = dw
+        self._grads[name + ".bias"][...] = db
+        return dx
 
     def predict_proba(self, x):
         """Class probabilities (N, K, H', W') in evaluation mode (nothing kept for a backward)."""

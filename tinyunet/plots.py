@@ -5,6 +5,7 @@
     plot_curves(log, path)     training loss and validation errors of a run's log.jsonl records
                                (e.g. plot_curves(log, "curves.png", best_step(log)))
     plot_predictions(...)      image, ground truth, P(cell) and weight map, with colour bars
+    plot_overlay(image, prob)  the image with the predicted membranes (P(cell) < 0.5) in red
 
 Figures are built with matplotlib's object API (no pyplot), so drawing one changes no global
 state and needs no display.
@@ -207,6 +208,17 @@ def plot_predictions(image, label, prob, weights, path, title):
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+
+
+def plot_overlay(image, prob, path):
+    """The grey image with the pixels predicted as membrane (P(cell) < 0.5) tinted red, saved
+    as an RGB image at the image's own size (predict.py's <name>_overlay.png)."""
+    import matplotlib.image as mpimg
+    grey = np.asarray(image, np.float32) / max(float(np.max(image)), 1.0)
+    rgb = np.stack([grey] * 3, axis=-1)
+    membrane = np.asarray(prob) < 0.5
+    rgb[membrane] = 0.6 * rgb[membrane] + 0.4 * np.array([1.0, 0.0, 0.0])
+    mpimg.imsave(path, np.clip(rgb, 0, 1))
 
 
 def layer_memory(model, size=572, itemsize=4):

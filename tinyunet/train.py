@@ -1,18 +1,17 @@
 """Training a U-Net the paper's way: SGD with momentum 0.99, one large tile per step, the weighted
-loss, elastic deformation; validation with the ISBI metrics; checkpoints that resume exactly.
-(The "cpu" preset uses Adam instead: docs/13-laptop.md measures why.)
+loss, elastic deformation; validation with the ISBI metrics; runs that resume exactly.
+(The "cpu" preset uses Adam instead: docs/13-laptop.md measures why.) The settings are
+config.TrainConfig; the checkpoint format is checkpoint.py.
 
-A run lives in a folder (the run directory):
-    config.json         the run's settings (the model is rebuilt from it on --resume)
+A run lives in a folder (the run directory, `new_run_dir`):
+    config.json         the run's settings (the model is rebuilt from it on resume)
     log.jsonl           one JSON object per logged step and per validation
     latest.npz          the latest checkpoint (model, optimizer, step, random states)
     best.npz            the best checkpoint by validation Rand error
+    final_metrics.json  the best checkpoint's scores, plain and with TTA (`final_report`)
     curves.png          training loss and validation metrics, the best step marked
     predictions.png     a validation slice at the best checkpoint: image, ground truth,
                         probability map, weight map
-
-Checkpoints are written atomically: to a temporary file in the same folder, flushed, then
-renamed over the old one, so a crash never leaves a half-written file in place of a good one.
 
 A checkpoint holds everything the next steps depend on: model, optimizer, step, both random
 states, the losses of the unfinished log window, whether the step's validation is still due, and
@@ -23,7 +22,6 @@ import contextlib
 import dataclasses
 import json
 import math
-import os
 import signal
 import threading
 import time
@@ -32,117 +30,58 @@ from pathlib import Path
 import numpy as np
 
 from . import backend
+from .checkpoint import (CheckpointError, checkpoint_meta, load_checkpoint, model_from_checkpoint,
+                         rng_state, save_checkpoint)
+from .config import learning_rate
+from .data.images import normalisation, normalise
+from .data.samples import TileSampler, loss_weights
+from .files import atomic_write, check_writable
 from .infer import predict_tiled
 from .metrics import evaluate
-from .model import UNet, check_input_size, output_size
+from .model import UNet, output_size
+from .ops.softmax_cross_entropy import softmax_cross_entropy
 from .optim import SGD, Adam
-from .softmax_cross_entropy import softmax_cross_entropy
-
-CHECKPOINT_FORMAT = 1
-
-# Presets: the paper's network and tiles, and smaller ones for the CPU.
-PRESETS = {
-    "paper": dict(base_channels=64, depth=4, tile=572, lr=0.001, steps=20000),
-    # the laptop study's winner (docs/13-laptop.md): Adam; 18000 steps fit two hours on 2 cores
-    "cpu": dict(base_channels=16, depth=4, tile=380, optimizer="adam", lr=0.0005, steps=18000,
-                val_every=500),
-    "tiny": dict(base_channels=8, depth=3, tile=148, lr=0.004, steps=400),
-}
 
 
-@dataclasses.dataclass
-class TrainConfig:
-    """Everything a run needs; saved as config.json in the run directory."""
-    preset: str = "tiny"
-    base_channels: int = 8
-    depth: int = 3
-    tile: int = 148
-    steps: int = 400
-    lr: float = 0.004
-    optimizer: str = "sgd"             # "sgd" (paper: momentum 0.99) or "adam"
-    momentum: float = 0.99
-    weight_decay: float = 0.0
-    lr_schedule: str = "cosine"        # "constant", "cosine" (to lr/100), "step" (/10 at 2/3)
-    warmup: int = 50                   # linear warm-up steps (momentum 0.99 starts violently)
-    weighting: str = "paper"           # "paper" (eq. 2), "balanced" or "none"
-    w0: float = 10.0
-    sigma: float = 5.0
-    elastic: bool = True
-    dropout: float = 0.0
-    val_every: int = 100
-    val_tta: bool = False
-    log_every: int = 10
-    seed: int = 0
-    device: str = "cpu"
-    data: dict = None                  # where the data came from: the script's record, unread here
-
-    @classmethod
-    def from_preset(cls, preset, **overrides):
-        if preset not in PRESETS:
-            raise ValueError(f"unknown preset {preset!r}: valid presets are {list(PRESETS)}")
-        fields = {f.name for f in dataclasses.fields(cls)}
-        bad = [k for k in overrides if k not in fields]
-        if bad:
-            raise ValueError(f"unknown settings {bad}")
-        return cls(preset=preset, **{**PRESETS[preset], **overrides})
-
-    def check(self):
-        """Raise ValueError naming the first setting out of range; returns self."""
-        check_input_size(self.tile, self.depth, "tile size")
-        for name, ok, valid in [
-                ("steps", self.steps >= 1, ">= 1"), ("lr", self.lr > 0, "> 0"),
-                ("val_every", self.val_every >= 1, ">= 1"),
-                ("log_every", self.log_every >= 1, ">= 1"), ("warmup", self.warmup >= 0, ">= 0"),
-                ("momentum", 0 <= self.momentum < 1, "in [0, 1)"),
-                ("weight_decay", self.weight_decay >= 0, ">= 0"),
-                ("dropout", 0 <= self.dropout < 1, "in [0, 1)"),
-                ("seed", self.seed >= 0, ">= 0"), ("w0", self.w0 >= 0, ">= 0"),
-                ("sigma", self.sigma > 0, "> 0"),
-                ("weighting", self.weighting in ("paper", "balanced", "none"),
-                 "'paper', 'balanced' or 'none'")]:
-            if not ok:
-                raise ValueError(f"{name} must be {valid}, got {getattr(self, name)!r}")
-        if self.optimizer not in ("sgd", "adam"):
-            raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
-        if self.lr_schedule not in ("constant", "cosine", "step"):
-            raise ValueError(f"lr_schedule must be 'constant', 'cosine' or 'step', got "
-                             f"{self.lr_schedule!r}")
-        return self
+def new_run_dir(out, preset):
+    """Make a new run directory under `out`, named by the time and the preset, never an
+    existing one (two runs started in one second, in two processes, get two); returns it.
+    A ValueError says why `out` cannot hold it."""
+    out = Path(out)
+    check_writable(out)
+    base = f"{time.strftime('%Y%m%d-%H%M%S')}-{preset}"
+    out.mkdir(parents=True, exist_ok=True)
+    for k in range(1, 1000):
+        run_dir = out / (base if k == 1 else f"{base}-{k}")
+        try:
+            run_dir.mkdir()                          # atomic: only one process makes it
+            return run_dir
+        except FileExistsError:
+            continue
+    raise ValueError(f"{out}: 999 run directories named {base}*: choose another folder")
 
 
-def learning_rate(cfg, step):
-    """The learning rate for step (0-based): linear warm-up, then the schedule."""
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    frac = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-    if cfg.lr_schedule == "cosine":
-        return cfg.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
-    if cfg.lr_schedule == "step":
-        return cfg.lr * (0.1 if frac >= 2 / 3 else 1.0)
-    return cfg.lr
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be used: corrupt, not a tinyunet checkpoint, or mismatched."""
-
-
-def _atomic_write(path, write):
-    """Write a file via a temporary file in the same folder and an atomic rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+def read_run(run_dir):
+    """The config.json of a run directory, as a dict; a ValueError says what is missing."""
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
+        raise ValueError(f"{run_dir}: no such run directory")
+    if not run_dir.is_dir():
+        hint = (f" (did you mean {run_dir.parent}?)"
+                if (run_dir.parent / "config.json").exists() else "")
+        raise ValueError(f"{run_dir} is a file: a run directory is the folder with config.json "
+                         f"and latest.npz{hint}")
     try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+        return json.loads((run_dir / "config.json").read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{run_dir} is not a run directory (no config.json)") from None
+    except ValueError as e:
+        raise ValueError(f"{run_dir / 'config.json'} is damaged ({e})") from None
 
 
-def _rng_state(rng):
-    return rng.bit_generator.state
+def run_step(run_dir):
+    """The step of a run's latest checkpoint (CheckpointError if it is unusable)."""
+    return checkpoint_meta(Path(run_dir) / "latest.npz")["step"]
 
 
 @contextlib.contextmanager
@@ -159,87 +98,6 @@ def _sigint_calls(handler):
         signal.signal(signal.SIGINT, old)
 
 
-def save_checkpoint(path, model, optimizer, step, extra):
-    """Model parameters, optimizer buffers, step and `extra` (JSON-able), atomically."""
-    arrays = {f"param/{k}": backend.to_numpy(v) for k, v in model.params.items()}
-    opt = optimizer.state_dict()
-    for buf, d in opt.pop("buffers").items():
-        arrays.update({f"opt/{buf}/{k}": v for k, v in d.items()})
-    meta = dict(format=CHECKPOINT_FORMAT, step=step, model=model.config, optimizer=opt,
-                dropout_rng=_rng_state(model.rng) if model.device == "cpu" else None, **extra)
-    arrays["meta"] = np.array(json.dumps(meta))
-    _atomic_write(path, lambda f: np.savez(f, **arrays))
-
-
-def load_checkpoint(path):
-    """(meta, params, optimizer buffers) from a checkpoint; CheckpointError if it is unusable."""
-    path = Path(path)
-    meta = checkpoint_meta(path)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            params = {k[6:]: z[k] for k in z.files if k.startswith("param/")}
-            bufs = {}
-            for k in z.files:
-                if k.startswith("opt/"):
-                    _, buf, name = k.split("/", 2)
-                    bufs.setdefault(buf, {})[name] = z[k]
-    except Exception as e:                       # zip or value errors in the arrays
-        raise CheckpointError(f"{path} is corrupt: {_why_unreadable(path, e)}") from None
-    return meta, params, bufs
-
-
-def checkpoint_meta(path):
-    """A checkpoint's JSON header (format, step, model, settings) without loading its arrays."""
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"no checkpoint at {path}")
-    if path.is_dir():
-        raise CheckpointError(f"{path} is a folder, not a checkpoint (.npz) file")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            if "meta" not in z.files:
-                raise CheckpointError(f"{path} is not a tinyunet checkpoint: it has no 'meta' "
-                                      f"entry (its arrays: {', '.join(z.files[:5]) or 'none'})")
-            header = str(z["meta"])
-    except CheckpointError:
-        raise
-    except Exception as e:                       # not a zip, damaged, pickled objects
-        raise CheckpointError(f"{path} is corrupt or not a tinyunet checkpoint: "
-                              f"{_why_unreadable(path, e)}") from None
-    try:
-        meta = json.loads(header)
-    except ValueError:
-        meta = None
-    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT or "model" not in meta:
-        found = meta.get("format") if isinstance(meta, dict) else None
-        raise CheckpointError(f"{path} is not a tinyunet checkpoint of format "
-                              f"{CHECKPOINT_FORMAT} (found format {found!r})")
-    return meta
-
-
-def _why_unreadable(path, e):
-    """NumPy's error said for a user, without its advice to load pickles (allow_pickle), which
-    would run code from an untrusted file."""
-    with open(path, "rb") as f:
-        head = f.read(2)
-    if head != b"PK":                                   # every .npz is a zip archive
-        return "it is not an .npz file (a zip archive of arrays)"
-    if "pickle" in str(e) or "Object arrays" in str(e):
-        return "it holds Python objects, where a checkpoint holds only arrays and a JSON header"
-    return f"a damaged or incomplete archive ({type(e).__name__}: {e})"
-
-
-def model_from_checkpoint(path, device="cpu"):
-    """(model, meta) rebuilt from a checkpoint's saved configuration."""
-    meta, params, _ = load_checkpoint(path)
-    model = UNet(**meta["model"])
-    try:
-        model.load_state_dict(params)
-    except ValueError as e:
-        raise CheckpointError(f"{path}: {e}") from None
-    return model.to(device), meta
-
-
 class Trainer:
     """Runs (or resumes) one training run in `run_dir`; see the module docstring.
 
@@ -248,7 +106,6 @@ class Trainer:
     """
 
     def __init__(self, cfg, train, val, run_dir, resume=False, progress=True, callback=None):
-        from .data.samples import TileSampler, loss_weights, normalisation, normalise
         self.cfg, self.run_dir = cfg.check(), Path(run_dir)
         self.progress, self.callback = progress, callback
         train_images, train_labels = train
@@ -274,13 +131,14 @@ class Trainer:
             self._resume()
         else:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
+            (self.run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg),
+                                                                 indent=1))
             (self.run_dir / "log.jsonl").write_text("")
             self.save()               # a run stopped before its first validation resumes, too
 
     # ---- checkpoints --------------------------------------------------------------------------
     def _extra(self):
-        return dict(data_rng=_rng_state(self.rng), best=self.best, mean=self.mean, std=self.std,
+        return dict(data_rng=rng_state(self.rng), best=self.best, mean=self.mean, std=self.std,
                     losses=self.losses, val_pending=self.val_pending, log_lines=self.log_lines,
                     train_config=dataclasses.asdict(self.cfg))
 
@@ -312,19 +170,16 @@ class Trainer:
         self.step, self.best = meta["step"], meta["best"]
         self._saved_step = self.step
         self.rng.bit_generator.state = meta["data_rng"]
-        if meta.get("dropout_rng") and self.model.device == "cpu":
+        if meta["dropout_rng"] and self.model.device == "cpu":
             self.model.rng.bit_generator.state = meta["dropout_rng"]
-        self.losses = list(meta.get("losses", []))
-        self.val_pending = meta.get("val_pending", False)
+        self.losses = list(meta["losses"])
+        self.val_pending = meta["val_pending"]
         # the log goes back to exactly the lines it had when the checkpoint was written
         log = self.run_dir / "log.jsonl"
         lines = log.read_text().splitlines() if log.exists() else []
-        if "log_lines" in meta:
-            kept = lines[:meta["log_lines"]]
-        else:                                         # a checkpoint from before log_lines
-            kept = [l for l in lines if json.loads(l)["step"] <= self.step]
+        kept = lines[:meta["log_lines"]]
         self.log_lines = len(kept)
-        _atomic_write(log, lambda f: f.write("".join(l + "\n" for l in kept).encode()))
+        atomic_write(log, lambda f: f.write("".join(line + "\n" for line in kept).encode()))
 
     # ---- the loop ---------------------------------------------------------------------------
     def log(self, record):
@@ -350,9 +205,8 @@ class Trainer:
 
     def validate(self, tta=None, topology=False):
         """The ISBI metrics of the validation slices (tta: None = cfg.val_tta). topology=True
-        adds the warping error, V_rand and V_info: off by default, as they add 0.36 s a
-        512x512 slice, 5-6 % of a validation on the CPU preset (6-9 s of prediction a slice),
-        and far more on a GPU, where prediction is fast."""
+        adds the warping error, V_rand and V_info: off during training, where they would slow
+        every validation (final_report adds them)."""
         probs = self.predict(self.val_x, tta=self.cfg.val_tta if tta is None else tta)
         res = evaluate(probs, self.val_labels == 255, topology=topology)
         self.val_probs = probs                # kept for predictions.png if this is the best
@@ -450,7 +304,7 @@ class Trainer:
 
     # ---- log and figures --------------------------------------------------------------------
     def read_log(self):
-        return [json.loads(l) for l in (self.run_dir / "log.jsonl").read_text().splitlines()]
+        return [json.loads(line) for line in (self.run_dir / "log.jsonl").read_text().splitlines()]
 
     def _plot_curves(self):
         from .plots import best_step, plot_curves
@@ -464,3 +318,16 @@ class Trainer:
                          self.run_dir / "predictions.png",
                          f"validation slice 0 at the best checkpoint: step {self.step}, "
                          f"Rand error {self.best:.4f}")
+
+
+def final_report(trainer, device):
+    """Score the run's best checkpoint on the validation slices, plain and with 8-fold TTA, with
+    the topological scores too; writes final_metrics.json and returns it."""
+    best, meta = model_from_checkpoint(trainer.run_dir / "best.npz", device)
+    trainer.model = best
+    data = trainer.cfg.data or {}
+    final = {"step": meta["step"], "data": data.get("source"),
+             "plain": trainer.validate(tta=False, topology=True),
+             "tta": trainer.validate(tta=True, topology=True)}
+    (trainer.run_dir / "final_metrics.json").write_text(json.dumps(final, indent=1))
+    return final

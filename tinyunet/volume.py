@@ -20,15 +20,16 @@ graph, sent to each worker once, not with every block.
 
 Needs the optional packages dask and zarr: pip install 'tinyunet[volume]'.
 """
-import os
 import threading
 import uuid
 from pathlib import Path
 
 import numpy as np
 
-from .infer import choose_tile, covering_tile, mirror_pad, run_tiles
-from .model import check_input_size, output_size, valid_input_sizes
+from .data.images import normalise
+from .files import check_writable
+from .infer import SYMMETRIES, choose_tile, covering_tile, mirror_pad, run_tiles
+from .model import check_input_size, margin, output_size, valid_input_sizes
 
 INSTALL = "pip install 'tinyunet[volume]' (or: pip install 'dask[distributed]' zarr)"
 # One forward pass at a time per process: the model keeps its activations and scratch buffers
@@ -47,8 +48,7 @@ def _dask():
 def halo(model, tile):
     """Context px a block needs on each side: the tile's margin m plus 2^depth - 1 px, so that
     its tiles can sit on the global grid of multiples of 2^depth (see the module docstring)."""
-    margin = (tile - output_size(tile, model.depth)) // 2
-    return margin + 2 ** model.depth - 1
+    return margin(tile, model.depth) + 2 ** model.depth - 1
 
 
 def _axis_chunks(size, chunk, minimum):
@@ -87,14 +87,6 @@ def _block_tile(need, tile, depth):
     return tile
 
 
-def _transforms(tta):
-    """The 8 symmetries of the square as (transpose, flip y, flip x), or the identity alone.
-    They are the same 8 arrays as predict_tiled's rotations and flips."""
-    if not tta:
-        return [(False, False, False)]
-    return [(t, fy, fx) for t in (False, True) for fy in (False, True) for fx in (False, True)]
-
-
 def _predict_block(block, model, chunks, shape, tile, h, tta, mean, std, dtype, batch,
                    block_id=None):
     """P(class 1) (z, cy, cx) for one block (dask calls it with the block's index).
@@ -113,26 +105,26 @@ def _predict_block(block, model, chunks, shape, tile, h, tta, mean, std, dtype, 
         pads.append((want - got[0], want - got[1]))
         spans.append((r0, n, length, want))
     x = block
-    if mean is not None:                           # as tinyunet.data.samples.normalise
-        x = (np.asarray(x, np.float32) / 255.0 - mean) / std
+    if mean is not None:                           # uint8 grey values
+        x = normalise(x, mean, std)
     x = mirror_pad(np.asarray(x, model.dtype), *pads[0], *pads[1])
     out = np.empty((x.shape[0], spans[0][1], spans[1][1]), dtype)
     for k in range(x.shape[0]):
         acc = 0
-        for transform in _transforms(tta):
-            acc = acc + _predict_pass(model, x[k], spans, tile, batch, *transform)
+        for symmetry in SYMMETRIES if tta else SYMMETRIES[:1]:
+            acc = acc + _predict_pass(model, x[k], spans, tile, batch, *symmetry)
         p = acc / 8 if tta else acc
         out[k] = np.rint(p * 255) if out.dtype == np.uint8 else p
     return out
 
 
 def _predict_pass(model, x, spans, tile, batch, transpose, flip_y, flip_x):
-    """P(class 1) over one block of one slice under one flip/transpose: predict_tiled's pass
-    over the transformed image, restricted to the block.
+    """P(class 1) over one block of one slice under one of infer.SYMMETRIES (flips, then the
+    transpose): predict_tiled's pass over the transformed image, restricted to the block.
 
     x (want_y + cy + want_y, want_x + cx + want_x): the block with its context; spans: per axis
     (first output px, size, axis length, context px on each side)."""
-    a, margin = 2 ** model.depth, (tile - output_size(tile, model.depth)) // 2
+    a, m = 2 ** model.depth, margin(tile, model.depth)
     t, axes = x, []
     for ax, flip in ((0, flip_y), (1, flip_x)):
         r0, n, length, want = spans[ax]
@@ -142,20 +134,20 @@ def _predict_pass(model, x, spans, tile, batch, transpose, flip_y, flip_x):
     if transpose:
         t, axes = t.T, axes[::-1]
     # per axis: tiles on the grid of multiples of a; t's index 0 is image coordinate r0 - want,
-    # and output pixel r reads its input from r - margin (the margin is the same for all tiles)
+    # and output pixel r reads its input from r - m (the margin m is the same for all tiles)
     tiles, origins = [], []
     for r0, n, want in axes:
         tl = _block_tile(r0 + n - (r0 // a) * a, tile, model.depth)
         out = output_size(tl, model.depth)
         tiles.append(tl)
-        origins.append([o - margin - (r0 - want) for o in _aligned_origins(r0, r0 + n, out, a)])
+        origins.append([o - m - (r0 - want) for o in _aligned_origins(r0, r0 + n, out, a)])
     probs = np.empty((model.config["n_classes"],) + t.shape, np.result_type(model.dtype))
     with _MODEL_LOCK:
         run_tiles(model, np.ascontiguousarray(t)[None], origins[0], origins[1], tuple(tiles),
                   probs, batch)
-    # run_tiles writes output pixel r at t's index of its input origin, r - margin - (r0 - want)
+    # run_tiles writes output pixel r at t's index of its input origin, r - m - (r0 - want)
     (ry, ny, wy), (rx, nx, wx) = axes
-    p = probs[1, wy - margin:wy - margin + ny, wx - margin:wx - margin + nx]
+    p = probs[1, wy - m:wy - m + ny, wx - m:wx - m + nx]
     if transpose:
         p = p.T
     if flip_x:
@@ -171,7 +163,7 @@ def predict_volume(model, volume, tile=None, chunks=None, memory=2 * 2**30, tta=
 
     volume: (Z, Y, X), a dask array or anything dask.array.from_array takes (NumPy, zarr, a
     memory-mapped or tifffile-backed stack). mean, std: if given, the volume holds uint8 grey
-    values, normalised per block as tinyunet.data.samples.normalise does (the checkpoint's
+    values, normalised per block as tinyunet.data.normalise does (the checkpoint's
     values); otherwise it is already normalised. tile: the input tile size (default: the largest
     that fits `memory` bytes, see choose_tile); chunks: (z, y, x) voxels per block (default:
     one slice, y and x what one tile covers; at least halo(model, tile) in y and x unless a
@@ -234,11 +226,7 @@ def save_volume(prob, path, overwrite=False, progress=True):
     if path.exists() and not overwrite:
         raise ValueError(f"{path} exists: choose another output or overwrite it (overwrite=True, "
                          f"--overwrite)")
-    parent = path.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not os.access(parent, os.W_OK) or not parent.is_dir():
-        raise ValueError(f"cannot write {path}: {parent} is not a writable folder")
+    check_writable(path.parent)
     # zarr wants regular chunks: split a merged last block (see _axis_chunks) at the chunk size
     prob = prob.rechunk(tuple(c[0] for c in prob.chunks))
     store = da.to_zarr(prob, str(path), overwrite=overwrite, compute=False)
@@ -265,3 +253,39 @@ def _compute(x, progress):
     from dask.diagnostics import ProgressBar
     with ProgressBar(minimum=1.0):
         return x.compute()
+
+
+def open_volume(path):
+    """A zarr array, or a TIFF stack through tifffile's zarr view, opened lazily for
+    predict_volume: (Z, Y, X) or (Y, X). A ValueError says what `path` is instead."""
+    try:
+        import dask.array  # noqa: F401
+        import zarr
+    except ImportError:
+        raise ImportError(f"{path} is segmented block by block with dask and zarr, which are "
+                          f"not installed: {INSTALL}") from None
+    path = Path(path)
+    try:
+        if path.is_dir():
+            arr = zarr.open(str(path), mode="r")
+        else:
+            import tifffile
+            arr = zarr.open(tifffile.imread(path, aszarr=True), mode="r")
+    except Exception as e:                   # zarr/tifffile raise many kinds for a bad store
+        raise ValueError(f"{path} is not a zarr array or a TIFF stack that can be read "
+                         f"({type(e).__name__}: {e})") from None
+    if not hasattr(arr, "shape"):            # a zarr group
+        names = [k for k, _ in arr.arrays()]
+        raise ValueError(f"{path} is a zarr group: give one of its arrays, e.g. "
+                         f"{path / names[0] if names else path / '<array>'}")
+    if arr.ndim not in (2, 3):
+        raise ValueError(f"{path}: expected a 2-D image or a stack (Z, Y, X), got shape "
+                         f"{arr.shape}")
+    return arr
+
+
+def is_zarr(path):
+    """True for a folder that is a zarr store (v2 or v3)."""
+    path = Path(path)
+    return path.is_dir() and any((path / f).exists() for f in ("zarr.json", ".zarray",
+                                                               ".zgroup"))

@@ -2,29 +2,16 @@
 
 A sample is an input tile T x T cut from the image mirrored at its borders, and the label and
 weight-map tiles of the output size O x O, aligned with the valid-padding output (the output
-tile is the input tile's centre). One elastic deformation (kernels.elastic: 3x3 grid, 10 px)
+tile is the input tile's centre). One elastic deformation (kernels/elastic.py: 3x3 grid, 10 px)
 moves image, labels and weights together; then a random flip / 90-degree rotation and a random
 grey-value change (gain and offset) of the image.
 """
 import numpy as np
 
-from kernels.elastic import deform_grid, random_displacement
-from kernels.weight_map import class_weight_map, instances_from_mask, weight_map
-
-from .isbi import labels_to_classes
-
-WEIGHTINGS = ("paper", "balanced", "none")
-
-
-def normalisation(images):
-    """(mean, std) of the grey values of uint8 images scaled to [0, 1]."""
-    x = np.asarray(images, np.float64) / 255.0
-    return float(x.mean()), float(x.std() or 1.0)
-
-
-def normalise(images, mean, std):
-    """uint8 grey values -> float32 (x / 255 - mean) / std."""
-    return ((np.asarray(images, np.float32) / 255.0 - mean) / std).astype(np.float32)
+from ..config import WEIGHTINGS
+from ..kernels.elastic import deform_grid, random_displacement
+from ..kernels.weight_map import class_weight_map, instances_from_mask, weight_map
+from .images import labels_to_classes
 
 
 def loss_weights(labels, weighting="paper", w0=10.0, sigma=5.0):

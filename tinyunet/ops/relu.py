@@ -2,7 +2,7 @@
 
 Shapes: x (any) -> y (same). Backward: dx = dy where y > 0, else 0 (at x == 0 the gradient is 0).
 """
-from .backend import get_array_module
+from ..backend import get_array_module
 
 
 def forward(x, inplace=False):

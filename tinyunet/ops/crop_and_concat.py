@@ -11,7 +11,7 @@ they always are (8, 32, 80, 176 px from the lowest level up); an odd difference 
 went wrong upstream, and cropping anyway would misalign the two maps by half a pixel, so it is
 an error.
 """
-from .backend import get_array_module
+from ..backend import get_array_module
 
 
 def crop_offsets(skip_hw, up_hw):

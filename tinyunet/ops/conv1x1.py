@@ -6,7 +6,7 @@ Shapes:  x (N, C, H, W),  w (F, C, 1, 1),  b (F,)  ->  y (N, F, H, W)
 
 With x viewed as (N, C, H*W) this is one matrix product per image; no im2col is needed.
 """
-from .backend import get_array_module
+from ..backend import get_array_module
 
 
 def forward(x, w, b):

@@ -14,7 +14,7 @@ any logits.
 
     d loss / d a_k(x) = w(x) * (p_k(x) - [k == l(x)]) / (N H W)
 """
-from .backend import get_array_module
+from ..backend import get_array_module
 
 
 def _check(logits, labels, weights):

@@ -7,7 +7,7 @@ Shapes: x (N, C, H, W) with H and W even -> y (N, C, H/2, W/2).
 The gradient of each output goes to exactly one input: the window's maximum. On ties it goes to
 the first maximum in row-major order within the window: (0, 0), then (0, 1), (1, 0), (1, 1).
 """
-from .backend import get_array_module
+from ..backend import get_array_module
 
 
 def _corners(x):

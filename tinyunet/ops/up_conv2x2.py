@@ -8,7 +8,7 @@ Shapes: x (N, C, H, W), w (C, F, 2, 2) (PyTorch's ConvTranspose2d layout), b (F,
 Each input pixel paints its own 2x2 output block: the blocks never overlap, so the op is one GEMM
 (w^T as (F*4, C) times x as (C, H*W)) followed by a reshuffle of the (a, d) axes into place.
 """
-from .backend import get_array_module
+from ..backend import get_array_module
 
 
 def forward(x, w, b):

@@ -1,0 +1,96 @@
+"""The tree shows the architecture: no import cycles among tinyunet's modules (module-level and
+deferred imports alike), the ops and kernels import nothing of the pipeline, inference nothing of
+training, and the README's layout table names every module and folder."""
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def modules():
+    """{dotted name: path} of tinyunet's modules; kernels/ is tinyunet.kernels."""
+    out = {}
+    for f in sorted((ROOT / "tinyunet").rglob("*.py")) + sorted((ROOT / "kernels").glob("*.py")):
+        rel = f.relative_to(ROOT).with_suffix("").parts
+        parts = ["tinyunet"] + list(rel) if rel[0] == "kernels" else list(rel)
+        out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = f
+    return out
+
+
+def import_graph():
+    """{module: the tinyunet modules it imports anywhere in its file}."""
+    mods = modules()
+    graph = {}
+    for name, f in mods.items():
+        pkg = name if f.stem == "__init__" else name.rpartition(".")[0]
+        deps = set()
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = pkg.split(".")[:len(pkg.split(".")) - node.level + 1] if node.level else []
+                mod = ".".join(base + ([node.module] if node.module else []))
+                subs = {f"{mod}.{a.name}" for a in node.names} & set(mods)
+                # `from pkg import submodule` depends on the submodule, not on all of pkg
+                deps |= subs if len(subs) == len(node.names) else ({mod} | subs) & set(mods)
+            elif isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names} & set(mods)
+        graph[name] = deps - {name}
+    return graph
+
+
+def cycles(graph):
+    found, state = [], {}
+
+    def visit(n, stack):
+        state[n] = "open"
+        stack.append(n)
+        for d in sorted(graph[n]):
+            if state.get(d) == "open" and not n.startswith(d + "."):   # a package's children
+                found.append(stack[stack.index(d):] + [d])
+            elif d not in state:
+                visit(d, stack)
+        stack.pop()
+        state[n] = "done"
+
+    for n in sorted(graph):
+        if n not in state:
+            visit(n, [])
+    return found
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycles():
+    graph = import_graph()
+    assert "tinyunet.kernels.conv_relu" in graph and "tinyunet.ops.conv3x3" in graph
+    assert cycles(graph) == []
+
+
+def test_imports_go_one_way():
+    graph = import_graph()
+    for name, deps in graph.items():
+        if name.startswith(("tinyunet.ops", "tinyunet.kernels")):
+            # the ops and kernels know the backend and their own kind, nothing of the pipeline
+            allowed = ("tinyunet.backend", "tinyunet.ops", "tinyunet.kernels")
+            assert all(d.startswith(allowed) for d in deps), (name, deps)
+        if name in ("tinyunet.infer", "tinyunet.volume", "tinyunet.metrics"):
+            assert not deps & {"tinyunet.train", "tinyunet.optim", "tinyunet.config",
+                               "tinyunet.commands"}, (name, deps)
+    assert not any(d.startswith("tinyunet.commands") for n, ds in graph.items()
+                   if not n.startswith("tinyunet.commands") for d in ds)
+
+
+def test_the_readme_layout_table_names_every_module_and_folder():
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("## Layout"):readme.index("## Measured")]
+    for f in sorted((ROOT / "tinyunet").rglob("*.py")) + sorted((ROOT / "kernels").glob("*.py")):
+        if f.stem == "__init__":
+            continue
+        folder = f.parent.relative_to(ROOT).as_posix()
+        assert f"`{f.name}`" in table or f"`{folder}/{f.name}`" in table or \
+            f"`{f.stem}`" in table, f"{f.relative_to(ROOT)} is not in the README's layout table"
+    for folder in ("tinyunet/ops/", "kernels/", "tinyunet/data/", "tinyunet/commands/",
+                   "examples/", "benchmarks/", "docs/", "tests/"):
+        assert f"`{folder}`" in table, folder

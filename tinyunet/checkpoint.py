@@ -1,0 +1,132 @@
+"""Checkpoints: the format, the atomic write, and reading one back with clear errors.
+
+A checkpoint is one .npz file (a zip archive of arrays, no pickles):
+    param/<name>         the model's parameters (UNet.state_dict names, PyTorch layouts)
+    opt/<buffer>/<name>  the optimizer's buffers (SGD: velocity; Adam: m, v)
+    meta                 a JSON header: format, step, the model's configuration (UNet.config),
+                         the optimizer's settings, the dropout random state, and what the
+                         writer adds (train.Trainer: the data random state, the normalisation,
+                         the training settings, the unfinished log window, ...)
+
+Files are written atomically (files.atomic_write), so a crash never leaves a half-written file
+in place of a good one. Reading
+never unpickles (a checkpoint from elsewhere could run code), and anything that is not a usable
+checkpoint is a CheckpointError whose message names the file and says what is wrong with it.
+"""
+import json
+from pathlib import Path
+
+import numpy as np
+
+from . import backend
+from .errors import UserError
+from .files import atomic_write
+from .model import UNet
+
+CHECKPOINT_FORMAT = 1
+
+
+class CheckpointError(UserError, RuntimeError):
+    """A checkpoint that cannot be used: corrupt, not a tinyunet checkpoint, or mismatched."""
+
+
+def rng_state(rng):
+    """The state of a NumPy Generator, JSON-able."""
+    return rng.bit_generator.state
+
+
+def save_checkpoint(path, model, optimizer, step, extra):
+    """Model parameters, optimizer buffers, step and `extra` (JSON-able), atomically."""
+    arrays = {f"param/{k}": backend.to_numpy(v) for k, v in model.params.items()}
+    opt = optimizer.state_dict()
+    for buf, d in opt.pop("buffers").items():
+        arrays.update({f"opt/{buf}/{k}": v for k, v in d.items()})
+    meta = dict(format=CHECKPOINT_FORMAT, step=step, model=model.config, optimizer=opt,
+                dropout_rng=rng_state(model.rng) if model.device == "cpu" else None, **extra)
+    arrays["meta"] = np.array(json.dumps(meta))
+    atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def load_checkpoint(path):
+    """(meta, params, optimizer buffers) from a checkpoint; CheckpointError if it is unusable."""
+    path = Path(path)
+    meta = checkpoint_meta(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            params = {k[6:]: z[k] for k in z.files if k.startswith("param/")}
+            bufs = {}
+            for k in z.files:
+                if k.startswith("opt/"):
+                    _, buf, name = k.split("/", 2)
+                    bufs.setdefault(buf, {})[name] = z[k]
+    except Exception as e:                       # zip or value errors in the arrays
+        raise CheckpointError(f"{path} is corrupt: {_why_unreadable(path, e)}") from None
+    return meta, params, bufs
+
+
+def checkpoint_meta(path):
+    """A checkpoint's JSON header (format, step, model, settings) without loading its arrays."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"no checkpoint at {path}")
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder, not a checkpoint (.npz) file")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "meta" not in z.files:
+                raise CheckpointError(f"{path} is not a tinyunet checkpoint: it has no 'meta' "
+                                      f"entry (its arrays: {', '.join(z.files[:5]) or 'none'})")
+            header = str(z["meta"])
+    except CheckpointError:
+        raise
+    except Exception as e:                       # not a zip, damaged, pickled objects
+        raise CheckpointError(f"{path} is corrupt or not a tinyunet checkpoint: "
+                              f"{_why_unreadable(path, e)}") from None
+    try:
+        meta = json.loads(header)
+    except ValueError:
+        meta = None
+    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT or "model" not in meta:
+        found = meta.get("format") if isinstance(meta, dict) else None
+        raise CheckpointError(f"{path} is not a tinyunet checkpoint of format "
+                              f"{CHECKPOINT_FORMAT} (found format {found!r})")
+    return meta
+
+
+def _why_unreadable(path, e):
+    """NumPy's error said for a user, without its advice to load pickles (allow_pickle), which
+    would run code from an untrusted file."""
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if head != b"PK":                                   # every .npz is a zip archive
+        return "it is not an .npz file (a zip archive of arrays)"
+    if "pickle" in str(e) or "Object arrays" in str(e):
+        return "it holds Python objects, where a checkpoint holds only arrays and a JSON header"
+    return f"a damaged or incomplete archive ({type(e).__name__}: {e})"
+
+
+def model_from_checkpoint(path, device="cpu"):
+    """(model, meta) rebuilt from a checkpoint's saved configuration."""
+    meta, params, _ = load_checkpoint(path)
+    model = UNet(**meta["model"])
+    try:
+        model.load_state_dict(params)
+    except ValueError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    return model.to(device), meta
+
+
+def trained_on(meta, path):
+    """The data source the checkpoint at `path` was trained on ('synthetic' or a folder), as
+    its run recorded it: in the header's train_config (train.Trainer saves it there) or in
+    config.json beside it; None where neither says (a Trainer given no data record)."""
+    configs = [meta.get("train_config") or {}]
+    try:
+        configs.append(json.loads((Path(path).parent / "config.json").read_text()))
+    except (OSError, ValueError):
+        pass
+    for cfg in configs:
+        data = cfg.get("data") if isinstance(cfg, dict) else None
+        if isinstance(data, dict) and data.get("source"):
+            return data["source"]
+    return None

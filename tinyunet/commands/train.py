@@ -1,0 +1,159 @@
+"""Train a U-Net on ISBI 2012 (or the built-in synthetic EM set) and report the challenge's metrics.
+
+    python examples/train_isbi.py                                   # synthetic data, tiny preset
+    python examples/train_isbi.py --data isbi --preset cpu          # $TINYUNET_ISBI_DIR
+    python examples/train_isbi.py --data ../shared/data/isbi2012 --preset paper --device gpu
+    python examples/train_isbi.py --data my_pairs --train-slices 0-7 --val-slices 8,9
+    python examples/train_isbi.py --resume runs/20261121-180000-cpu     # continue a run
+
+With no arguments it trains a small network on a synthetic EM-like data set for about half a
+minute on the CPU and shows the validation metrics before and after. --data takes a folder with
+the ISBI files (train-volume.tif, train-labels.tif) or with *image* / *label* pairs (PNG, TIFF or
+JPEG); `--data isbi` is the folder $TINYUNET_ISBI_DIR (default ../shared/data/isbi2012 beside
+the checkout). The last sixth of the slices (at least one) validates, the others train (ISBI:
+0-24 and 25-29), unless --train-slices / --val-slices say otherwise.
+
+Each run writes a run directory (checkpoints, log, figures; see tinyunet/train.py) whose
+config.json records the data. Ctrl-C saves the run; --resume continues it on the same data
+and ends with the numbers an uninterrupted run would have. A mistake in the arguments or the
+data prints one line `error: ...` and exits with status 2 (--debug shows the traceback).
+"""
+import argparse
+import sys
+from pathlib import Path
+
+from ..cli import (ArgumentParser, announce_compiling, at_least, device, fraction,
+                   non_negative_float, positive_float)
+from ..config import LR_SCHEDULES, OPTIMIZERS, PRESETS, WEIGHTINGS, TrainConfig
+from ..data.selection import choose_data
+from ..errors import UserError
+from ..train import Trainer, final_report, new_run_dir, read_run, run_step
+
+RESUME = "python examples/train_isbi.py --resume"
+
+
+def build_parser():
+    ap = ArgumentParser(description=__doc__.split("\n")[0],
+                        formatter_class=argparse.RawDescriptionHelpFormatter,
+                        epilog=__doc__.split("\n", 2)[2])
+    ap.add_argument("--data", help="folder with the ISBI files or image/label pairs; 'isbi': "
+                                   "$TINYUNET_ISBI_DIR (default ../shared/data/isbi2012); "
+                                   "default: the built-in synthetic set ('synthetic')")
+    ap.add_argument("--train-slices", metavar="SLICES",
+                    help="slices to train on, e.g. 0-24 or 0-9,15 (default: all but the last "
+                         "sixth)")
+    ap.add_argument("--val-slices", metavar="SLICES",
+                    help="slices to validate on (default: the last sixth, at least one)")
+    ap.add_argument("--preset", choices=list(PRESETS), default=None,
+                    help="network and tile size: paper (base 64, 572), cpu (base 16, 380), "
+                         "tiny (base 8, depth 3, 148; the default for the synthetic set)")
+    ap.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR, on its data")
+    ap.add_argument("--steps", type=at_least(1), help="total training steps")
+    ap.add_argument("--lr", type=positive_float, help="peak learning rate")
+    ap.add_argument("--optimizer", choices=OPTIMIZERS)
+    ap.add_argument("--weighting", choices=WEIGHTINGS,
+                    help="loss weights: the paper's weight map (default), class-balanced, none")
+    ap.add_argument("--no-elastic", action="store_true", help="no elastic deformation")
+    study = ap.add_argument_group("the recipe, beyond the preset (the laptop study, "
+                                  "docs/13-laptop.md); fixed for a run once it has started")
+    study.add_argument("--tile", type=at_least(1), help="input tile size (see check_input_size)")
+    study.add_argument("--base-channels", type=at_least(1), help="channels of the first level")
+    study.add_argument("--depth", type=at_least(1), help="number of 2x2 poolings")
+    study.add_argument("--dropout", type=fraction, help="dropout at the end of the contracting "
+                                                        "path, in [0, 1)")
+    study.add_argument("--momentum", type=fraction, help="SGD momentum, in [0, 1) (paper 0.99)")
+    study.add_argument("--lr-schedule", choices=LR_SCHEDULES)
+    study.add_argument("--warmup", type=at_least(0), help="linear warm-up steps")
+    study.add_argument("--w0", type=non_negative_float, help="weight map's border weight (10)")
+    study.add_argument("--sigma", type=positive_float, help="weight map's border width in px (5)")
+    ap.add_argument("--val-every", type=at_least(1), help="steps between validations")
+    ap.add_argument("--val-tta", action="store_true", help="validate with 8-fold TTA")
+    ap.add_argument("--device", default=None, help="cpu or gpu (default: $TINYUNET_DEVICE or cpu)")
+    ap.add_argument("--seed", type=at_least(0), help="model and sampling seed")
+    ap.add_argument("--data-seed", type=at_least(0), help="seed of the synthetic set (0)")
+    ap.add_argument("--out", default="runs", help="parent folder of new run directories")
+    ap.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    return ap
+
+
+# the flags that set a TrainConfig field of the same name
+RECIPE = ("steps", "lr", "optimizer", "weighting", "val_every", "seed", "tile", "base_channels",
+          "depth", "dropout", "momentum", "lr_schedule", "warmup", "w0", "sigma")
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    dev = device(args.device)
+    saved = _read_run(args.resume) if args.resume else None
+    data, (train, val), name = choose_data(args.data, args.train_slices, args.val_slices,
+                                           args.data_seed, saved and saved.get("data"),
+                                           args.resume)
+    cfg = make_config(args, saved, dev, data)
+    if saved:
+        run_dir = Path(args.resume)
+        at = run_step(run_dir)
+        if cfg.steps < at:
+            raise UserError(f"--steps {cfg.steps}: the run in {run_dir} is already at step {at}; "
+                            f"give --steps {at} or more")
+    else:
+        try:
+            run_dir = new_run_dir(args.out, cfg.preset)
+        except ValueError as e:
+            raise UserError(f"--out {args.out}: {e}") from None
+    # every argument is checked: from here on, things are written
+    print(f"data: {name}: {len(train[0])} training and {len(val[0])} validation slices "
+          f"of {train[0].shape[1]}x{train[0].shape[2]} (slices {data['train_slices']} and "
+          f"{data['val_slices']})")
+    print(f"run directory: {run_dir}")
+    announce_compiling()
+    try:
+        trainer = Trainer(cfg, train, val, run_dir, resume=bool(saved))
+        print(f"model: base {cfg.base_channels}, depth {cfg.depth}, "
+              f"{trainer.model.num_parameters():,} parameters, tile {cfg.tile} -> {trainer.out}, "
+              f"{cfg.optimizer} lr {cfg.lr}, {cfg.steps} steps, weighting {cfg.weighting}, "
+              f"{dev}", flush=True)
+        trainer.run()
+        final = final_report(trainer, dev)
+    except KeyboardInterrupt as e:
+        why = str(e) or "stopped before the run's state was saved"
+        resume = (f"\ncontinue with: {RESUME} {run_dir}" if (run_dir / "latest.npz").exists()
+                  else "")
+        print(f"\ninterrupted: {why}{resume}", file=sys.stderr)
+        raise SystemExit(130)
+    print(f"best checkpoint (step {final['step']}): {_fmt(final['plain'])}")
+    print(f"  with 8-fold test-time augmentation: {_fmt(final['tta'])}")
+    print(f"run directory: {run_dir} (checkpoints, log.jsonl, curves.png, predictions.png)")
+    return final
+
+
+def _read_run(run_dir):
+    try:
+        return read_run(run_dir)
+    except ValueError as e:
+        raise UserError(f"--resume {e}") from None
+
+
+def make_config(args, saved, dev, data):
+    """The run's TrainConfig: a new run's preset with the flags given, or a resumed run's
+    config.json with the flags it may change; a UserError names a flag that does not fit."""
+    overrides = {k: getattr(args, k) for k in RECIPE if getattr(args, k) is not None}
+    if args.no_elastic:
+        overrides["elastic"] = False
+    if args.val_tta:
+        overrides["val_tta"] = True
+    try:
+        if saved:
+            cfg = TrainConfig.resumed(saved, overrides, args.preset, device=dev, data=data)
+        else:
+            preset = args.preset or ("tiny" if data["source"] == "synthetic" else "cpu")
+            cfg = TrainConfig.from_preset(preset, device=dev, data=data, **overrides)
+    except ValueError as e:
+        raise UserError(f"{args.resume}/{e}" if "config.json" in str(e) else str(e)) from None
+    try:
+        return cfg.check()
+    except ValueError as e:
+        raise UserError(f"the run's settings: {e}") from None
+
+
+def _fmt(m):
+    return ", ".join(f"{k} {v:.4g}" for k, v in m.items())

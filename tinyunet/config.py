@@ -1,0 +1,121 @@
+"""A training run's settings: the presets, TrainConfig (a run's config.json), the learning-rate
+schedule, and what a resumed run may change.
+
+The presets are the network, tile and recipe for a machine:
+    tiny    TrainConfig's defaults: base 8, depth 3, tile 148, SGD lr 0.004, 400 steps (the
+            built-in synthetic set, seconds on a CPU)
+    cpu     the laptop study's winner (docs/13-laptop.md): base 16, depth 4, tile 380, Adam
+            lr 5e-4, 18000 steps (two hours on 2 cores)
+    paper   the paper's network and tile: base 64, depth 4, tile 572, SGD with momentum 0.99
+"""
+import dataclasses
+import math
+
+from .model import check_input_size
+
+WEIGHTINGS = ("paper", "balanced", "none")         # eq. 2; the class balance w_c alone; none
+OPTIMIZERS = ("sgd", "adam")
+LR_SCHEDULES = ("constant", "cosine", "step")
+
+PRESETS = {
+    "paper": dict(base_channels=64, depth=4, tile=572, lr=0.001, steps=20000),
+    "cpu": dict(base_channels=16, depth=4, tile=380, optimizer="adam", lr=0.0005, steps=18000,
+                val_every=500),
+    "tiny": dict(),                                 # TrainConfig's defaults
+}
+
+# settings a resumed run may change (a longer run, other validations); the others are fixed
+RESUMABLE = ("steps", "val_every", "val_tta")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything a run needs; saved as config.json in the run directory. The defaults are the
+    tiny preset."""
+    preset: str = "tiny"
+    base_channels: int = 8
+    depth: int = 3
+    tile: int = 148
+    steps: int = 400
+    lr: float = 0.004
+    optimizer: str = "sgd"             # "sgd" (paper: momentum 0.99) or "adam"
+    momentum: float = 0.99
+    weight_decay: float = 0.0
+    lr_schedule: str = "cosine"        # "constant", "cosine" (to lr/100), "step" (/10 at 2/3)
+    warmup: int = 50                   # linear warm-up steps (momentum 0.99 starts violently)
+    weighting: str = "paper"           # one of WEIGHTINGS
+    w0: float = 10.0
+    sigma: float = 5.0
+    elastic: bool = True
+    dropout: float = 0.0
+    val_every: int = 100
+    val_tta: bool = False
+    log_every: int = 10
+    seed: int = 0
+    device: str = "cpu"
+    data: dict = None                  # where the data came from (data.selection's record)
+
+    @classmethod
+    def from_preset(cls, preset, **overrides):
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}: valid presets are {list(PRESETS)}")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        bad = [k for k in overrides if k not in fields]
+        if bad:
+            raise ValueError(f"unknown settings {bad}")
+        return cls(preset=preset, **{**PRESETS[preset], **overrides})
+
+    def check(self):
+        """Raise ValueError naming the first setting out of range; returns self."""
+        check_input_size(self.tile, self.depth, "tile size")
+        for name, ok, valid in [
+                ("steps", self.steps >= 1, ">= 1"), ("lr", self.lr > 0, "> 0"),
+                ("val_every", self.val_every >= 1, ">= 1"),
+                ("log_every", self.log_every >= 1, ">= 1"), ("warmup", self.warmup >= 0, ">= 0"),
+                ("momentum", 0 <= self.momentum < 1, "in [0, 1)"),
+                ("weight_decay", self.weight_decay >= 0, ">= 0"),
+                ("dropout", 0 <= self.dropout < 1, "in [0, 1)"),
+                ("seed", self.seed >= 0, ">= 0"), ("w0", self.w0 >= 0, ">= 0"),
+                ("sigma", self.sigma > 0, "> 0"),
+                ("weighting", self.weighting in WEIGHTINGS, _one_of(WEIGHTINGS)),
+                ("optimizer", self.optimizer in OPTIMIZERS, _one_of(OPTIMIZERS)),
+                ("lr_schedule", self.lr_schedule in LR_SCHEDULES, _one_of(LR_SCHEDULES))]:
+            if not ok:
+                raise ValueError(f"{name} must be {valid}, got {getattr(self, name)!r}")
+        return self
+
+    @classmethod
+    def resumed(cls, saved, overrides, preset=None, **run):
+        """The config of a resumed run: its config.json (`saved`) with `overrides`, of which
+        only the RESUMABLE settings may differ from the run's; `run`: settings of this process
+        (device, data). A ValueError names a setting that may not change."""
+        if preset and preset != saved.get("preset"):
+            raise ValueError(f"--preset {preset} is not this run's preset "
+                             f"({saved.get('preset')!r}): leave it out to resume")
+        for k, v in overrides.items():
+            if k not in RESUMABLE and k in saved and saved[k] != v:
+                flag = "--no-elastic" if k == "elastic" else "--" + k.replace("_", "-")
+                raise ValueError(f"{flag}: this run has {k} = {saved[k]!r}, fixed once a run "
+                                 f"has started (a resumed run may change only --steps, "
+                                 f"--val-every and --val-tta); start a new run to change it")
+        try:
+            return cls(**{**saved, **overrides, **run})
+        except TypeError as e:
+            raise ValueError(f"config.json has settings this version does not know "
+                             f"({e})") from None
+
+
+def _one_of(names):
+    return ", ".join(f"'{n}'" for n in names[:-1]) + f" or '{names[-1]}'"
+
+
+def learning_rate(cfg, step):
+    """The learning rate for step (0-based): linear warm-up, then the schedule."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    frac = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    if cfg.lr_schedule == "cosine":
+        return cfg.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
+    if cfg.lr_schedule == "step":
+        return cfg.lr * (0.1 if frac >= 2 / 3 else 1.0)
+    return cfg.lr

@@ -1,0 +1,151 @@
+"""Images from files: stacks, folders of images, image/label pairs, label checks, grey values.
+
+Labels are binary, as the ISBI challenge ships them: 255 = cell interior (class 1), 0 = membrane
+(class 0). Everything is checked on load: counts, sizes and label values, with errors that say
+what was found. Data that cannot be used raises DataError (a ValueError; DataNotFoundError, for
+a missing file or folder, is also a FileNotFoundError): the message names the file and says what
+is valid, so a command can show it to its user as it is.
+
+Grey values: 8-bit images are scaled to [0, 1] and normalised by the mean and standard deviation
+of the training images (`normalisation`, `normalise`); a checkpoint keeps the two numbers.
+"""
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UserError
+
+LABEL_VALUES = (0, 255)
+IMAGE_FORMATS = "TIFF (.tif/.tiff: one image or a multi-page stack), PNG or JPEG"
+IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
+
+
+class DataError(UserError, ValueError):
+    """Input data that cannot be used: unreadable, not an image, wrong labels, counts or sizes."""
+
+
+class DataNotFoundError(DataError, FileNotFoundError):
+    """A data file or folder that does not exist."""
+
+
+def load_stack(path):
+    """A 2-D image or a multi-page TIFF as (N, H, W); PNG/JPEG through matplotlib."""
+    path = Path(path)
+    if not path.exists():
+        raise DataNotFoundError(f"no such file: {path}")
+    if path.is_dir():
+        raise DataError(f"{path} is a folder, not an image file ({IMAGE_FORMATS})")
+    try:                            # whatever the readers raise, the file is not a usable image
+        if path.suffix.lower() in (".tif", ".tiff"):
+            import tifffile
+            arr = tifffile.imread(path)
+        else:
+            import matplotlib.image as mpimg
+            arr = mpimg.imread(path)
+    except Exception as e:
+        raise DataError(f"{path}: cannot read it as an image ({type(e).__name__}: {e}); valid "
+                        f"formats are {IMAGE_FORMATS}") from None
+    if path.suffix.lower() not in (".tif", ".tiff"):
+        if arr.dtype != np.uint8 and arr.max() <= 1.0:        # PNGs load as floats in [0, 1]
+            arr = np.rint(arr * 255).astype(np.uint8)
+        if arr.ndim == 3:                                    # RGB(A) -> grey
+            arr = arr[..., :3].mean(axis=-1).astype(arr.dtype)
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim != 3:
+        raise DataError(f"{path}: expected a 2-D grey image or a stack (N, H, W), got shape "
+                        f"{arr.shape}")
+    return arr
+
+
+def validate_labels(labels, name="labels", cell=(255,)):
+    """Check that label images hold only 0 (membrane) and one cell value of `cell` (the
+    ISBI files: 255; a scorer may also accept 1); say which other values were found."""
+    values = [int(v) for v in np.unique(labels)]
+    extras = [[v for v in values if v not in (0, c)] for c in cell]
+    if all(extras):
+        extra = extras[0]
+        raise DataError(f"{name}: label values must be 0 (membrane) and "
+                        f"{' or '.join(map(str, cell))} (cell interior); found also "
+                        f"{extra[:10]}{' ...' if len(extra) > 10 else ''}")
+    return labels
+
+
+def labels_to_classes(labels):
+    """ISBI labels (0 / 255) -> classes (0 = membrane, 1 = cell interior), int64."""
+    return (np.asarray(labels) == 255).astype(np.int64)
+
+
+def check_pair(images, labels, where):
+    if images.shape[0] != labels.shape[0]:
+        raise DataError(f"{where}: {images.shape[0]} images but {labels.shape[0]} label images")
+    if images.shape[1:] != labels.shape[1:]:
+        raise DataError(f"{where}: images are {images.shape[1]}x{images.shape[2]} but labels "
+                        f"are {labels.shape[1]}x{labels.shape[2]}")
+
+
+def check_folder(folder):
+    if not folder.exists():
+        raise DataNotFoundError(f"no such folder: {folder}")
+    if not folder.is_dir():
+        raise DataError(f"{folder} is a file, not a folder")
+
+
+def load_pairs(folder, image_glob="*image*", label_glob="*label*"):
+    """A folder of image/label pairs (PNG or TIFF), matched by sorted file name.
+
+    By default images are the files whose name contains "image" and labels those containing
+    "label" (e.g. 000_image.png, 000_label.png). Returns uint8 (N, H, W) images and labels.
+    """
+    folder = Path(folder)
+    imgs, labs = image_files(folder, image_glob), image_files(folder, label_glob)
+    if not imgs:
+        raise DataNotFoundError(f"{folder}: no image files matching {image_glob!r} (ending "
+                                f"{', '.join(sorted(IMAGE_SUFFIXES))})")
+    if len(imgs) != len(labs):
+        raise DataError(f"{folder}: {len(imgs)} image files but {len(labs)} label files "
+                        f"(matching {image_glob!r} and {label_glob!r})")
+    images = load_images(imgs)
+    labels = load_images(labs, lambda stack, p: validate_labels(stack, str(p)))
+    check_pair(images, labels, str(folder))
+    return images, labels
+
+
+def image_files(folder, pattern="*"):
+    """The image files (IMAGE_SUFFIXES) of a folder matching `pattern`, sorted by name."""
+    folder = Path(folder)
+    check_folder(folder)
+    return sorted(p for p in folder.glob(pattern)
+                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def load_folder(folder, pattern="*"):
+    """The images of a folder (sorted by name) as one (N, H, W) stack."""
+    paths = image_files(folder, pattern)
+    if not paths:
+        raise DataNotFoundError(f"{folder}: the folder holds no images (ending "
+                                f"{', '.join(IMAGE_SUFFIXES)})")
+    return load_images(paths)
+
+
+def load_images(paths, check=None):
+    """One (N, H, W) array from the stacks of `paths` (check(stack, path) on each, if given);
+    a DataError names the first of another size."""
+    stacks = [load_stack(p) if check is None else check(load_stack(p), p) for p in paths]
+    for s, p in zip(stacks, paths):
+        if s.shape[1:] != stacks[0].shape[1:]:
+            raise DataError(f"{p} is {s.shape[1]}x{s.shape[2]} but {paths[0].name} is "
+                            f"{stacks[0].shape[1]}x{stacks[0].shape[2]}: all images of a folder "
+                            f"must have one size")
+    return np.concatenate(stacks)
+
+
+def normalisation(images):
+    """(mean, std) of the grey values of uint8 images scaled to [0, 1]."""
+    x = np.asarray(images, np.float64) / 255.0
+    return float(x.mean()), float(x.std() or 1.0)
+
+
+def normalise(images, mean, std):
+    """uint8 grey values -> float32 (x / 255 - mean) / std."""
+    return ((np.asarray(images, np.float32) / 255.0 - mean) / std).astype(np.float32)

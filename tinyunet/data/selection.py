@@ -1,0 +1,155 @@
+"""What a run trains and validates on: the data source, the slices, and the record of both.
+
+A source is the built-in synthetic set ("synthetic", with its seed) or a folder: the ISBI files
+(train-volume.tif, train-labels.tif) or *image* / *label* pairs. By default the last sixth of
+the slices (at least one) validates and the rest trains (ISBI: 0-24 and 25-29). A run records
+its data (`choose_data`'s record: the source, the slices, the synthetic set's seed, a
+fingerprint of the images and labels) in config.json, and a resumed run takes exactly that data:
+a source, slices or files that differ from the record are a DataError.
+
+The messages name the command-line flags (--data, --train-slices, ...) as the commands show them.
+"""
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from .images import DataError, load_pairs
+from .isbi import default_isbi_dir, load_isbi
+from .synthetic import synthetic_em
+
+SYNTHETIC = dict(n=12, size=256)             # the built-in set: 12 slices of 256 x 256
+
+
+def choose_data(data=None, train_slices=None, val_slices=None, data_seed=None, run=None,
+                run_name=None):
+    """(record for config.json, ((train images, labels), (val images, labels)), description).
+
+    data: the --data argument (None: the run's data, else "synthetic"); train_slices,
+    val_slices: slice specs ('0-24', '25,27'); data_seed: the synthetic set's seed. run: the
+    data record of the run being resumed (from its config.json), which the arguments, when
+    given, must agree with; run_name names that run in messages.
+    """
+    source = data_source(data) if data is not None else run["source"] if run else "synthetic"
+    if run and source != run["source"]:
+        given = f"--data {data}" + (f" ({source})" if source != data else "")
+        raise DataError(f"{given} is not this run's data ({run['source']}): leave out --data to "
+                        f"resume on the run's data, or start a new run")
+    seed = data_seed
+    if seed is not None and source != "synthetic":
+        raise DataError(f"--data-seed is the seed of the synthetic set; {source} is a folder")
+    if run and seed is not None and seed != run.get("seed"):
+        raise DataError(f"--data-seed {seed} is not this run's ({run.get('seed')})")
+    if seed is None:
+        seed = run.get("seed") if run else 0
+    images, labels, name = load_source(source, data, seed)
+    n = len(images)
+    picked = {}
+    for flag, spec, key in [("--train-slices", train_slices, "train_slices"),
+                            ("--val-slices", val_slices, "val_slices")]:
+        chosen = parse_slices(spec, n, flag) if spec is not None else None
+        if run:
+            if chosen is not None and slice_spec(chosen) != run[key]:
+                raise DataError(f"{flag} {spec} is not this run's ({run[key]}): leave it out to "
+                                f"resume on the run's slices, or start a new run")
+            try:
+                chosen = parse_slices(run[key], n, flag)
+            except DataError:
+                raise DataError(f"{source} now has {n} slices, fewer than the run's {flag[2:]} "
+                                f"{run[key]}: its data have changed") from None
+        elif chosen is None:
+            chosen = default_split(n)[key == "val_slices"]
+        picked[key] = chosen
+    tr, va = picked["train_slices"], picked["val_slices"]
+    train, val = (images[tr], labels[tr]), (images[va], labels[va])
+    record = dict(source=source, train_slices=slice_spec(tr), val_slices=slice_spec(va),
+                  seed=seed if source == "synthetic" else None,
+                  fingerprint=fingerprint(*train, *val))
+    if run and run.get("fingerprint") != record["fingerprint"]:
+        raise DataError(f"the images or labels in {source} have changed since the run in "
+                        f"{run_name} was made: it resumes only on the same data")
+    return record, (train, val), name
+
+
+def data_source(arg):
+    """--data as it is recorded: 'synthetic' or a folder's absolute path ('isbi':
+    default_isbi_dir())."""
+    if arg == "synthetic":
+        return "synthetic"
+    folder = default_isbi_dir() if arg == "isbi" else Path(arg).expanduser()
+    return str(folder.resolve())
+
+
+def load_source(source, arg=None, seed=0):
+    """(images, labels, description) of a data source; a DataError if it cannot be used."""
+    if source == "synthetic":
+        images, labels = synthetic_em(seed=seed, **SYNTHETIC)
+        return images, labels, "synthetic EM (built in)"
+    folder = Path(source)
+    shown = (f"--data {arg}" if arg else "the run's data") + (f" ({folder})" if arg != source
+                                                              else "")
+    if not folder.exists():
+        isbi = (" (`--data isbi` is $TINYUNET_ISBI_DIR, else ../shared/data/isbi2012 beside the "
+                "checkout)" if arg == "isbi" else "")
+        raise DataError(f"{shown}: no such folder{isbi}")
+    if not folder.is_dir():
+        raise DataError(f"{shown} is a file; give the folder that holds train-volume.tif and "
+                        f"train-labels.tif, or *image* / *label* pairs")
+    if (folder / "train-volume.tif").exists() or (folder / "train-labels.tif").exists():
+        images, labels, _ = load_isbi(folder)
+        return images, labels, f"ISBI 2012 ({folder})"
+    if not any(p.is_file() for p in folder.glob("*image*")):
+        raise DataError(f"{shown} holds neither the ISBI files (train-volume.tif, "
+                        f"train-labels.tif) nor *image* / *label* pairs (PNG, TIFF or JPEG)")
+    images, labels = load_pairs(folder)
+    return images, labels, f"image/label pairs ({folder})"
+
+
+def default_split(n):
+    """(train, val) slices: the last sixth (at least one slice) validates, the rest trains."""
+    if n < 2:
+        raise DataError(f"the data has only {n} slice, too few to split: give --train-slices 0 "
+                        f"and --val-slices 0 to train and validate on it")
+    n_val = max(1, n // 6)
+    return list(range(n - n_val)), list(range(n - n_val, n))
+
+
+def parse_slices(spec, n, flag="--slices"):
+    """'0-24' or '25,27,29' -> slice numbers, checked against the n slices of the data."""
+    out = []
+    for part in str(spec).split(","):
+        a, dash, b = part.strip().partition("-")
+        try:
+            lo, hi = int(a), int(b if dash else a)
+        except ValueError:
+            raise DataError(f"{flag} {spec!r}: expected slice numbers like '0-24' or '25,27,29' "
+                            f"(the data has slices 0-{n - 1})") from None
+        if hi < lo:
+            raise DataError(f"{flag} {spec}: the range {part.strip()} is empty (write low-high)")
+        out.extend(range(lo, hi + 1))
+    bad = [i for i in out if not 0 <= i < n]
+    if bad:
+        raise DataError(f"{flag} {spec}: slice {bad[0]} does not exist: the data has {n} slices "
+                        f"(0-{n - 1})")
+    return out
+
+
+def slice_spec(indices):
+    """[0, 1, 2, 5] -> '0-2,5'."""
+    parts, start = [], None
+    for i, k in enumerate(indices):
+        if start is None:
+            start = k
+        if i + 1 == len(indices) or indices[i + 1] != k + 1:
+            parts.append(f"{start}-{k}" if k > start else f"{k}")
+            start = None
+    return ",".join(parts)
+
+
+def fingerprint(*arrays):
+    """A short hash of the data a run trains and validates on."""
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(str(a.shape).encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:16]
