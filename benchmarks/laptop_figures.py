@@ -95,6 +95,9 @@ def plot_merges():
 
 
 if __name__ == "__main__":
+    if not (runs("short") or runs("long")):
+        raise SystemExit(f"no runs of the study in {STUDY}: run benchmarks/laptop_study.py first "
+                         f"(the figures in {FIGURES} are kept)")
     plot_curves()
     if runs("long"):
         plot_merges()
