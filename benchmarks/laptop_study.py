@@ -7,6 +7,7 @@ are set so that each costs about the same time as the baseline's); long runs con
     python benchmarks/laptop_study.py --list                  # the runs and their commands
     python benchmarks/laptop_study.py short --jobs 2          # the ranking runs, two at a time
     python benchmarks/laptop_study.py long --jobs 2           # the shipped preset, two seeds
+    python benchmarks/laptop_study.py ema --jobs 2            # the same with averaged weights
     python benchmarks/laptop_study.py --table                 # results/laptop_study.md
 
 --jobs 2 runs two commands at once, one thread each (2 cores: 1.35x the throughput of one run
@@ -47,6 +48,10 @@ SHORT = {
 SHORT_COST = {"adam-tile-572": 2.8, "adam-base-32": 3.0}
 # long runs: the shipped --preset cpu (the short runs' winner, 18000 steps), two seeds
 LONG = {"preset-cpu-seed-0": ["--seed", "0"], "preset-cpu-seed-1": ["--seed", "1"]}
+# the long runs again with a moving average of the parameters (issue 20), which changes no
+# training step: val_plain validates the raw parameters, i.e. the long runs' own curves
+EMA = {f"preset-cpu-ema-seed-{s}": ["--seed", str(s), "--ema", "0.999", "--val-plain"]
+       for s in (0, 1)}
 
 
 def commands(group):
@@ -59,6 +64,9 @@ def commands(group):
     if group in ("long", "all"):
         for name, extra in LONG.items():
             runs[f"long/{name}"] = extra
+    if group in ("ema", "all"):
+        for name, extra in EMA.items():
+            runs[f"ema/{name}"] = extra
     return runs
 
 
@@ -123,7 +131,7 @@ def table():
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("group", nargs="?", default="short", choices=["short", "long", "all"])
+    ap.add_argument("group", nargs="?", default="short", choices=["short", "long", "ema", "all"])
     ap.add_argument("--only", nargs="*", help="run only these names (e.g. short/adam)")
     ap.add_argument("--jobs", type=int, default=1, help="runs at once (threads each: cores/jobs)")
     ap.add_argument("--list", action="store_true", help="print the commands and stop")

@@ -172,3 +172,102 @@ def test_figures_show_the_best_checkpoint(data, tmp_path, monkeypatch):
     new_best = [s for i, s in enumerate(steps) if errors[i] < min(errors[:i], default=np.inf)]
     assert [int(c[2].split("step ")[1].split(",")[0]) for c in pred] == new_best
     assert calls[-1] == ("curves", best_step)
+
+
+def test_ema_update_rule_and_state(data):
+    """a <- d a + (1 - d) p with d = min(decay, (1 + t) / (10 + t)); the average is applied for
+    a block and the model's own parameters come back after it."""
+    from tinyunet import UNet
+    from tinyunet.optim import EMA
+    model = UNet(base_channels=1, depth=1, dtype="float64")
+    p0 = model.params["out.bias"].copy()
+    ema = EMA(model, decay=0.5)
+    want = p0.copy()
+    for t, shift in enumerate([1.0, 2.0, 4.0]):
+        for v in model.params.values():
+            v += shift
+        ema.update()
+        d = min(0.5, (1 + t) / (10 + t))                  # 0.1, 0.18..., 0.25
+        want = d * want + (1 - d) * model.params["out.bias"]
+    np.testing.assert_allclose(ema.average["out.bias"], want, rtol=1e-14)
+    own = model.params["out.bias"].copy()
+    with ema.applied():
+        np.testing.assert_array_equal(model.params["out.bias"], ema.average["out.bias"])
+    np.testing.assert_array_equal(model.params["out.bias"], own)
+    other = EMA(model, decay=0.9)
+    other.load_state_dict(ema.state_dict())
+    assert (other.decay, other.updates) == (0.5, 3)
+    np.testing.assert_array_equal(other.average["out.bias"], want)
+    with pytest.raises(ValueError, match=r"decay must be in \(0, 1\)"):
+        EMA(model, decay=1.0)
+
+
+def test_ema_changes_no_training_step_is_validated_saved_and_resumed_exactly(data, tmp_path):
+    plain = Trainer(small_cfg(dropout=0.3), *data, tmp_path / "plain", progress=False)
+    plain.run()
+    cfg = small_cfg(dropout=0.3, ema=0.9, val_plain=True)
+    full = Trainer(cfg, *data, tmp_path / "full", progress=False)
+    full.run()
+    for k, v in params(plain.model).items():            # the average trains nothing
+        np.testing.assert_array_equal(full.model.params[k], v)
+    # the checkpoints ship the average as the model; the raw parameters stay for resuming
+    latest = tmp_path / "full" / "latest.npz"
+    averaged, meta = model_from_checkpoint(latest)
+    raw, _ = model_from_checkpoint(latest, average=False)
+    assert meta["ema"] == dict(decay=0.9, updates=6)
+    for k in full.model.params:
+        np.testing.assert_array_equal(averaged.params[k], full.ema.average[k])
+        np.testing.assert_array_equal(raw.params[k], full.model.params[k])
+    assert not np.array_equal(averaged.params["out.weight"], raw.params["out.weight"])
+    # validation (and so best.npz) is on the average; val_plain on the raw parameters
+    log = [json.loads(line) for line in (tmp_path / "full" / "log.jsonl").read_text().splitlines()]
+    last = [r for r in log if "val" in r][-1]
+    assert last["val"] == full.validate(model=averaged)
+    assert last["val_plain"] == full.validate(plain=True)
+    plain_log = [r for r in map(json.loads, (tmp_path / "plain" / "log.jsonl").read_text()
+                                .splitlines()) if "val" in r]
+    assert [r["val_plain"] for r in log if "val" in r] == [r["val"] for r in plain_log]
+
+    def stop_at_4(trainer):
+        if trainer.step == 4:
+            raise KeyboardInterrupt
+
+    part = Trainer(cfg, *data, tmp_path / "part", progress=False, callback=stop_at_4)
+    with pytest.raises(KeyboardInterrupt):
+        part.run()
+    resumed = Trainer(cfg, *data, tmp_path / "part", resume=True, progress=False)
+    assert resumed.ema.updates == 4
+    resumed.run()
+    for k in full.model.params:
+        np.testing.assert_array_equal(resumed.ema.average[k], full.ema.average[k])
+        np.testing.assert_array_equal(resumed.model.params[k], full.model.params[k])
+
+
+def test_final_report_scores_the_best_and_the_last_checkpoint(data, tmp_path):
+    from tinyunet.train import final_report
+    t = Trainer(small_cfg(ema=0.9), *data, tmp_path / "run", progress=False)
+    t.run()
+    final = final_report(t, "cpu")
+    best, _ = model_from_checkpoint(tmp_path / "run" / "best.npz")
+    last, _ = model_from_checkpoint(tmp_path / "run" / "latest.npz")
+    assert final["last"]["step"] == 6 and final["step"] in (3, 6)
+    assert final["tta"] == t.validate(tta=True, topology=True, model=best)
+    assert final["last"]["plain"] == t.validate(tta=False, topology=True, model=last)
+    assert json.loads((tmp_path / "run" / "final_metrics.json").read_text()) == json.loads(
+        json.dumps(final))
+
+
+def test_progress_in_a_log_file_is_plain_lines_not_a_bar(data, tmp_path, capsys, monkeypatch):
+    """Where stderr is not a terminal (nohup, a scheduler's log): no carriage returns, a line
+    every line_seconds and one at the end, and the validation lines."""
+    monkeypatch.setattr(Trainer, "line_seconds", 1e9)
+    Trainer(small_cfg(), *data, tmp_path / "quiet", progress=True).run()
+    out = capsys.readouterr()
+    assert "\r" not in out.err and "\r" not in out.out
+    assert len(out.err.splitlines()) == 1 and out.err.startswith("step 6/6: loss ")
+    assert [line.split(":")[0] for line in out.out.splitlines()] == ["before training",
+                                                                    "step 3", "step 6"]
+    monkeypatch.setattr(Trainer, "line_seconds", 0.0)
+    Trainer(small_cfg(), *data, tmp_path / "every", progress=True).run()
+    err = capsys.readouterr().err.splitlines()
+    assert [line.split(":")[0] for line in err] == [f"step {k}/6" for k in range(1, 7)]

@@ -3,6 +3,8 @@
 A checkpoint is one .npz file (a zip archive of arrays, no pickles):
     param/<name>         the model's parameters (UNet.state_dict names, PyTorch layouts)
     opt/<buffer>/<name>  the optimizer's buffers (SGD: velocity; Adam: m, v)
+    ema/<name>           the moving average of the parameters, if the run keeps one
+                         (optim.EMA): then it is the run's model (model_from_checkpoint)
     meta                 a JSON header: format, step, the model's configuration (UNet.config),
                          the optimizer's settings, the dropout random state, and what the
                          writer adds (train.Trainer: the data random state, the normalisation,
@@ -35,25 +37,36 @@ def rng_state(rng):
     return rng.bit_generator.state
 
 
-def save_checkpoint(path, model, optimizer, step, extra):
-    """Model parameters, optimizer buffers, step and `extra` (JSON-able), atomically."""
+def save_checkpoint(path, model, optimizer, step, extra, ema=None):
+    """Model parameters, optimizer buffers, the parameters' moving average (an optim.EMA, if
+    given), step and `extra` (JSON-able), atomically."""
     arrays = {f"param/{k}": backend.to_numpy(v) for k, v in model.params.items()}
     opt = optimizer.state_dict()
     for buf, d in opt.pop("buffers").items():
         arrays.update({f"opt/{buf}/{k}": v for k, v in d.items()})
+    average = None
+    if ema is not None:
+        state = ema.state_dict()
+        arrays.update({f"ema/{k}": v for k, v in state.pop("average").items()})
+        average = state                                   # decay, updates
     meta = dict(format=CHECKPOINT_FORMAT, step=step, model=model.config, optimizer=opt,
-                dropout_rng=rng_state(model.rng) if model.device == "cpu" else None, **extra)
+                dropout_rng=rng_state(model.rng) if model.device == "cpu" else None,
+                ema=average, **extra)
     arrays["meta"] = np.array(json.dumps(meta))
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
-def load_checkpoint(path):
-    """(meta, params, optimizer buffers) from a checkpoint; CheckpointError if it is unusable."""
+def load_checkpoint(path, average=False):
+    """(meta, params, optimizer buffers) from a checkpoint; CheckpointError if it is unusable.
+
+    average=True: the parameters' moving average in place of the parameters, where the
+    checkpoint has one (meta["ema"] says), else the parameters."""
     path = Path(path)
     meta = checkpoint_meta(path)
+    which = "ema/" if average and meta.get("ema") else "param/"
     try:
         with np.load(path, allow_pickle=False) as z:
-            params = {k[6:]: z[k] for k in z.files if k.startswith("param/")}
+            params = {k[len(which):]: z[k] for k in z.files if k.startswith(which)}
             bufs = {}
             for k in z.files:
                 if k.startswith("opt/"):
@@ -105,9 +118,10 @@ def _why_unreadable(path, e):
     return f"a damaged or incomplete archive ({type(e).__name__}: {e})"
 
 
-def model_from_checkpoint(path, device="cpu"):
-    """(model, meta) rebuilt from a checkpoint's saved configuration."""
-    meta, params, _ = load_checkpoint(path)
+def model_from_checkpoint(path, device="cpu", average=True):
+    """(model, meta) rebuilt from a checkpoint's saved configuration: with the parameters'
+    moving average where the run kept one (average=False: the raw parameters)."""
+    meta, params, _ = load_checkpoint(path, average)
     model = UNet(**meta["model"])
     try:
         model.load_state_dict(params)

@@ -25,7 +25,7 @@ PRESETS = {
 }
 
 # settings a resumed run may change (a longer run, other validations); the others are fixed
-RESUMABLE = ("steps", "val_every", "val_tta")
+RESUMABLE = ("steps", "val_every", "val_tta", "val_plain")
 
 
 @dataclasses.dataclass
@@ -48,8 +48,10 @@ class TrainConfig:
     sigma: float = 5.0
     elastic: bool = True
     dropout: float = 0.0
+    ema: float = 0.0                   # decay of the parameters' moving average (0: off)
     val_every: int = 100
     val_tta: bool = False
+    val_plain: bool = False            # with ema: validate the raw parameters too
     log_every: int = 10
     seed: int = 0
     device: str = "cpu"
@@ -75,6 +77,7 @@ class TrainConfig:
                 ("momentum", 0 <= self.momentum < 1, "in [0, 1)"),
                 ("weight_decay", self.weight_decay >= 0, ">= 0"),
                 ("dropout", 0 <= self.dropout < 1, "in [0, 1)"),
+                ("ema", 0 <= self.ema < 1, "in [0, 1) (0: off)"),
                 ("seed", self.seed >= 0, ">= 0"), ("w0", self.w0 >= 0, ">= 0"),
                 ("sigma", self.sigma > 0, "> 0"),
                 ("weighting", self.weighting in WEIGHTINGS, _one_of(WEIGHTINGS)),
@@ -97,7 +100,8 @@ class TrainConfig:
                 flag = "--no-elastic" if k == "elastic" else "--" + k.replace("_", "-")
                 raise ValueError(f"{flag}: this run has {k} = {saved[k]!r}, fixed once a run "
                                  f"has started (a resumed run may change only --steps, "
-                                 f"--val-every and --val-tta); start a new run to change it")
+                                 f"--val-every, --val-tta and --val-plain); start a new run to "
+                                 f"change it")
         try:
             return cls(**{**saved, **overrides, **run})
         except TypeError as e:

@@ -3,8 +3,9 @@
 SGD with momentum is the paper's choice (sec. 3: momentum 0.99, batch of one large tile, so that
 many previously seen samples determine each update). Adam is offered as an option.
 Both take `weight_decay` (L2, added to the gradient) and expose state_dict / load_state_dict so a
-checkpoint can resume a run exactly.
+checkpoint can resume a run exactly. EMA keeps a moving average of the parameters beside them.
 """
+import contextlib
 from collections import OrderedDict
 
 from . import backend
@@ -86,3 +87,51 @@ class Adam(_Optimizer):
             v *= b2
             v += (1 - b2) * g * g
             p -= self.lr * (m / c1) / (xp.sqrt(v / c2) + self.eps)
+
+
+class EMA:
+    """An exponential moving average of a model's parameters (Polyak averaging).
+
+        a <- d_t * a + (1 - d_t) * p    after every optimizer step,
+        d_t = min(decay, (1 + t) / (10 + t))
+
+    t counts the updates so far. The ramp d_t (as in TensorFlow's ExponentialMovingAverage with
+    num_updates) keeps the first steps from being dominated by the initial weights: with decay
+    0.999 the average covers about the last 1000 steps once t passes 9000, the last t/10 or so
+    before. The average is what a run validates and ships when it is on (train.Trainer), while
+    the optimizer keeps stepping the raw parameters; averaging smooths the step-to-step jitter
+    of the weights that a single late checkpoint carries.
+    """
+
+    def __init__(self, model, decay=0.999):
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"EMA decay must be in (0, 1), got {decay}")
+        self.model, self.decay, self.updates = model, decay, 0
+        self.average = OrderedDict((k, v.copy()) for k, v in model.params.items())
+
+    def update(self):
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for name, p in self.model.params.items():
+            a = self.average[name]
+            a *= d
+            a += (1 - d) * p
+        self.updates += 1
+
+    @contextlib.contextmanager
+    def applied(self):
+        """The model with the averaged parameters inside the block, its own after."""
+        own = OrderedDict((k, v.copy()) for k, v in self.model.params.items())
+        self.model.load_state_dict(self.average)
+        try:
+            yield self.model
+        finally:
+            self.model.load_state_dict(own)
+
+    def state_dict(self):
+        return dict(decay=self.decay, updates=self.updates,
+                    average=OrderedDict((k, backend.to_numpy(v)) for k, v in self.average.items()))
+
+    def load_state_dict(self, state):
+        self.decay, self.updates = state["decay"], state["updates"]
+        for k, v in self.average.items():
+            v[...] = backend.to_device(state["average"][k], self.model.device)

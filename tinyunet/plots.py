@@ -170,7 +170,9 @@ def best_step(log):
 
 
 def plot_curves(log, path, best_step=None):
-    """Training loss and validation errors from log.jsonl records; `best_step` is marked."""
+    """Training loss and validation errors from log.jsonl records; `best_step` is marked. A
+    run with a moving average of its parameters validates the average ("val", solid) and may
+    log the raw parameters too ("val_plain", dashed)."""
     from matplotlib.figure import Figure
     tr = [r for r in log if "loss" in r]
     va = [r for r in log if "val" in r]
@@ -178,8 +180,13 @@ def plot_curves(log, path, best_step=None):
     ax = fig.subplots(1, 2)
     ax[0].plot([r["step"] for r in tr], [r["loss"] for r in tr])
     ax[0].set(xlabel="step", ylabel="training loss", yscale="log", title="loss")
-    for key in ("pixel_error", "rand_error"):
-        ax[1].plot([r["step"] for r in va], [r["val"][key] for r in va], "o-", label=key)
+    for key, colour in (("pixel_error", "C0"), ("rand_error", "C1")):
+        ax[1].plot([r["step"] for r in va], [r["val"][key] for r in va], "o-", color=colour,
+                   label=key)
+        plain = [r for r in va if "val_plain" in r]     # a run with a moving average
+        if plain:
+            ax[1].plot([r["step"] for r in plain], [r["val_plain"][key] for r in plain], ".--",
+                       color=colour, alpha=0.6, label=f"{key}, raw parameters")
     if best_step is not None:
         for a in ax:
             a.axvline(best_step, color="0.4", ls="--", lw=1)

@@ -8,7 +8,8 @@ A run lives in a folder (the run directory, `new_run_dir`):
     log.jsonl           one JSON object per logged step and per validation
     latest.npz          the latest checkpoint (model, optimizer, step, random states)
     best.npz            the best checkpoint by validation Rand error
-    final_metrics.json  the best checkpoint's scores, plain and with TTA (`final_report`)
+    final_metrics.json  the scores of the best and of the last checkpoint, plain and with TTA
+                        (`final_report`)
     curves.png          training loss and validation metrics, the best step marked
     predictions.png     a validation slice at the best checkpoint: image, ground truth,
                         probability map, weight map
@@ -17,12 +18,19 @@ A checkpoint holds everything the next steps depend on: model, optimizer, step, 
 states, the losses of the unfinished log window, whether the step's validation is still due, and
 the number of log lines written so far. So a run stopped anywhere (Ctrl-C, see Trainer.run) and
 resumed from any checkpoint ends with the numbers of an uninterrupted run.
+
+With `ema` (a decay, e.g. 0.999) the run keeps a moving average of the parameters (optim.EMA):
+it is what the run validates, what best.npz is chosen by and what the checkpoints ship as the
+model (checkpoint.model_from_checkpoint), while the optimizer steps the raw parameters; the
+average changes nothing of the training itself. `val_plain` validates the raw parameters too
+(log.jsonl: "val_plain"), to compare the two.
 """
 import contextlib
 import dataclasses
 import json
 import math
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -40,7 +48,7 @@ from .infer import predict_tiled
 from .metrics import evaluate
 from .model import UNet, output_size
 from .ops.softmax_cross_entropy import softmax_cross_entropy
-from .optim import SGD, Adam
+from .optim import EMA, SGD, Adam
 
 
 def new_run_dir(out, preset):
@@ -103,7 +111,12 @@ class Trainer:
 
     A new run validates at step 0 (before training), every `val_every` steps and at the last
     step; step 0 is logged but is not a candidate for best.npz.
+
+    progress=True shows a progress bar on a terminal; where the output goes to a file (nohup,
+    a scheduler's log) it writes a plain line every `line_seconds` instead, so that the log stays
+    small and the validation lines stand out.
     """
+    line_seconds = 60.0
 
     def __init__(self, cfg, train, val, run_dir, resume=False, progress=True, callback=None):
         self.cfg, self.run_dir = cfg.check(), Path(run_dir)
@@ -117,6 +130,7 @@ class Trainer:
         self.opt = (SGD(self.model, cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
                     if cfg.optimizer == "sgd"
                     else Adam(self.model, cfg.lr, weight_decay=cfg.weight_decay))
+        self.ema = EMA(self.model, cfg.ema) if cfg.ema else None
         self.rng = np.random.default_rng(cfg.seed)
         self.step, self.best = 0, math.inf
         self.losses = []              # training losses since the last logged one
@@ -143,7 +157,8 @@ class Trainer:
                     train_config=dataclasses.asdict(self.cfg))
 
     def save(self, name="latest.npz"):
-        save_checkpoint(self.run_dir / name, self.model, self.opt, self.step, self._extra())
+        save_checkpoint(self.run_dir / name, self.model, self.opt, self.step, self._extra(),
+                        self.ema)
         if name == "latest.npz":
             self._saved_step = self.step
 
@@ -167,6 +182,9 @@ class Trainer:
         except KeyError as e:
             raise CheckpointError(f"{path}: optimizer state lacks {e} (was it trained with "
                                   f"another optimizer?)") from None
+        if self.ema is not None:
+            _, average, _ = load_checkpoint(path, average=True)
+            self.ema.load_state_dict(dict(meta["ema"], average=average))
         self.step, self.best = meta["step"], meta["best"]
         self._saved_step = self.step
         self.rng.bit_generator.state = meta["data_rng"]
@@ -196,18 +214,28 @@ class Trainer:
         self.model.backward(dlogits, input_grad=False)   # the image needs no gradient
         self.opt.lr = learning_rate(self.cfg, self.step)
         self.opt.step()
+        if self.ema is not None:
+            self.ema.update()
         return loss
 
-    def predict(self, images, tta=False):
-        """Cell probability maps (N, H, W) for normalised images."""
-        return np.stack([predict_tiled(self.model, im, tile=self.cfg.tile, tta=tta)[1]
+    def predict(self, images, tta=False, model=None):
+        """Cell probability maps (N, H, W) of `model` (default: the run's) for normalised
+        images."""
+        model = model or self.model
+        return np.stack([predict_tiled(model, im, tile=self.cfg.tile, tta=tta)[1]
                          for im in images])
 
-    def validate(self, tta=None, topology=False):
-        """The ISBI metrics of the validation slices (tta: None = cfg.val_tta). topology=True
-        adds the warping error, V_rand and V_info: off during training, where they would slow
-        every validation (final_report adds them)."""
-        probs = self.predict(self.val_x, tta=self.cfg.val_tta if tta is None else tta)
+    def validate(self, tta=None, topology=False, plain=False, model=None):
+        """The ISBI metrics of the validation slices (tta: None = cfg.val_tta): of the run's
+        model, its moving average if it keeps one (plain=True: the raw parameters), or of
+        `model`. topology=True adds the warping error, V_rand and V_info: off during training,
+        where they would slow every validation (final_report adds them)."""
+        tta = self.cfg.val_tta if tta is None else tta
+        if model is None and self.ema is not None and not plain:
+            with self.ema.applied() as averaged:
+                probs = self.predict(self.val_x, tta, averaged)
+        else:
+            probs = self.predict(self.val_x, tta, model)
         res = evaluate(probs, self.val_labels == 255, topology=topology)
         self.val_probs = probs                # kept for predictions.png if this is the best
         return {k: v for k, v in res.items() if isinstance(v, float)}
@@ -225,9 +253,11 @@ class Trainer:
         """
         from tqdm import tqdm
         self._stop, self._at_once, self._phase = False, False, "idle"
-        self._bar = tqdm(total=self.cfg.steps, initial=self.step, disable=not self.progress,
+        bar = self.progress and sys.stderr.isatty()
+        self._lines = self.progress and not bar       # plain progress lines into a file
+        self._bar = tqdm(total=self.cfg.steps, initial=self.step, disable=not bar,
                          desc="training", unit="step", dynamic_ncols=True)
-        self._t0 = time.perf_counter()
+        self._t0 = self._last_line = time.perf_counter()
         whole = True                                  # is the state in memory a whole step's?
         with _sigint_calls(self._on_sigint):
             try:
@@ -281,6 +311,12 @@ class Trainer:
         self.val_pending = self.step % cfg.val_every == 0 or self.step == cfg.steps
         self._bar.update(1)
         self._bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self.opt.lr:.2e}")
+        now = time.perf_counter()
+        if self._lines and (now - self._last_line >= self.line_seconds or
+                            self.step == cfg.steps):
+            self._last_line = now
+            print(f"step {self.step}/{cfg.steps}: loss {loss:.4f}, lr {self.opt.lr:.2e}, "
+                  f"{(now - self._t0) / 60:.1f} min", file=sys.stderr, flush=True)
         if self.step % cfg.log_every == 0 or self.step == cfg.steps:
             self.log(dict(step=self.step, loss=float(np.mean(self.losses)), lr=self.opt.lr,
                           seconds=round(time.perf_counter() - self._t0, 3)))
@@ -288,9 +324,12 @@ class Trainer:
 
     def _validate_and_save(self):
         self._phase = "validate"
-        val = self.validate()
+        record = dict(step=self.step)
+        if self.ema is not None and self.cfg.val_plain:
+            record["val_plain"] = self.validate(plain=True)
+        val = record["val"] = self.validate()
         self._phase = "commit"                        # from here on, Ctrl-C waits for the end
-        self.log(dict(step=self.step, val=val))
+        self.log(record)
         self.val_pending = False
         if self.step > 0 and val["rand_error"] < self.best:
             self.best = val["rand_error"]
@@ -299,7 +338,10 @@ class Trainer:
         self.save()
         self._plot_curves()
         name = f"step {self.step}" if self.step else "before training"
-        self._bar.write(f"{name}: " + ", ".join(f"{k} {v:.4f}" for k, v in val.items()))
+        self._bar.write(f"{name}: " + ", ".join(f"{k} {v:.4f}" for k, v in val.items()) +
+                        ("; raw parameters: " + ", ".join(f"{k} {v:.4f}" for k, v in
+                                                         record["val_plain"].items())
+                         if "val_plain" in record else ""))
         self._phase = "idle"
 
     # ---- log and figures --------------------------------------------------------------------
@@ -321,13 +363,18 @@ class Trainer:
 
 
 def final_report(trainer, device):
-    """Score the run's best checkpoint on the validation slices, plain and with 8-fold TTA, with
-    the topological scores too; writes final_metrics.json and returns it."""
-    best, meta = model_from_checkpoint(trainer.run_dir / "best.npz", device)
-    trainer.model = best
+    """Score the run's best checkpoint (chosen on the validation slices, so its scores there
+    are optimistic) and its last (latest.npz: no choice made on them) on the validation slices,
+    plain and with 8-fold TTA, with the topological scores too; each checkpoint's model is its
+    moving average where the run keeps one. Writes final_metrics.json: the best checkpoint's
+    step and scores at the top level, the last one's under "last"; returns it."""
+    scores = {}
+    for name in ("best", "latest"):
+        model, meta = model_from_checkpoint(trainer.run_dir / f"{name}.npz", device)
+        scores[name] = {"step": meta["step"],
+                        "plain": trainer.validate(tta=False, topology=True, model=model),
+                        "tta": trainer.validate(tta=True, topology=True, model=model)}
     data = trainer.cfg.data or {}
-    final = {"step": meta["step"], "data": data.get("source"),
-             "plain": trainer.validate(tta=False, topology=True),
-             "tta": trainer.validate(tta=True, topology=True)}
+    final = dict(scores["best"], data=data.get("source"), last=scores["latest"])
     (trainer.run_dir / "final_metrics.json").write_text(json.dumps(final, indent=1))
     return final

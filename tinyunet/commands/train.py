@@ -66,8 +66,12 @@ def build_parser():
     study.add_argument("--warmup", type=at_least(0), help="linear warm-up steps")
     study.add_argument("--w0", type=non_negative_float, help="weight map's border weight (10)")
     study.add_argument("--sigma", type=positive_float, help="weight map's border width in px (5)")
+    study.add_argument("--ema", type=fraction, help="decay of the parameters' moving average "
+                       "(e.g. 0.999), which the run validates and ships; 0: off")
     ap.add_argument("--val-every", type=at_least(1), help="steps between validations")
     ap.add_argument("--val-tta", action="store_true", help="validate with 8-fold TTA")
+    ap.add_argument("--val-plain", action="store_true", help="with --ema: validate the raw "
+                    "parameters too (log.jsonl's val_plain)")
     ap.add_argument("--device", default=None, help="cpu or gpu (default: $TINYUNET_DEVICE or cpu)")
     ap.add_argument("--seed", type=at_least(0), help="model and sampling seed")
     ap.add_argument("--data-seed", type=at_least(0), help="seed of the synthetic set (0)")
@@ -78,7 +82,7 @@ def build_parser():
 
 # the flags that set a TrainConfig field of the same name
 RECIPE = ("steps", "lr", "optimizer", "weighting", "val_every", "seed", "tile", "base_channels",
-          "depth", "dropout", "momentum", "lr_schedule", "warmup", "w0", "sigma")
+          "depth", "dropout", "momentum", "lr_schedule", "warmup", "w0", "sigma", "ema")
 
 
 def main(argv=None):
@@ -120,8 +124,10 @@ def main(argv=None):
                   else "")
         print(f"\ninterrupted: {why}{resume}", file=sys.stderr)
         raise SystemExit(130)
-    print(f"best checkpoint (step {final['step']}): {_fmt(final['plain'])}")
-    print(f"  with 8-fold test-time augmentation: {_fmt(final['tta'])}")
+    averaged = " (moving average)" if cfg.ema else ""
+    for what, res in (("best", final), ("last", final["last"])):
+        print(f"{what} checkpoint{averaged} (step {res['step']}): {_fmt(res['plain'])}")
+        print(f"  with 8-fold test-time augmentation: {_fmt(res['tta'])}")
     print(f"run directory: {run_dir} (checkpoints, log.jsonl, curves.png, predictions.png)")
     return final
 
@@ -141,6 +147,8 @@ def make_config(args, saved, dev, data):
         overrides["elastic"] = False
     if args.val_tta:
         overrides["val_tta"] = True
+    if args.val_plain:
+        overrides["val_plain"] = True
     try:
         if saved:
             cfg = TrainConfig.resumed(saved, overrides, args.preset, device=dev, data=data)
