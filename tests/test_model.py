@@ -116,14 +116,14 @@ def test_whole_unet_gradcheck_with_weighted_loss():
 def test_unet_with_dropout_backward_uses_the_forward_mask():
     model, x, labels, weights = small_problem(dropout=0.5)
     # the mask must be the same in every evaluation of f: restore the rng state before each
-    state = model.rng.bit_generator.state
+    state = model.rng.state
     logits = model.forward(x, train=True)
     _, dlogits = softmax_cross_entropy(logits, labels, weights)
     model.backward(dlogits)
     grads = {k: v.copy() for k, v in model.grads().items()}
 
     def f():
-        model.rng.bit_generator.state = state
+        model.rng.state = state
         return softmax_cross_entropy(model.forward(x, train=True), labels, weights)[0]
 
     f()

@@ -154,7 +154,7 @@ def _optimizer_call():
 # one at 6 is the best); np.savez calls: latest at 0 (new run), latest after step 0's
 # validation, best and latest at 3, best at 6 (the 5th).
 INTERRUPTIONS = [
-    ("sample", 5, "stopped at step 5; checkpoint saved"),
+    ("sample", 5, "stopped at step 4; checkpoint saved"),   # tile 5 is drawn during step 4
     ("optimizer", _optimizer_call(), "stopped at step 5; checkpoint saved"),
     ("validate", 3, r"stopped at step 6 \(its validation is done on resume\); checkpoint saved"),
     ("checkpoint", 5, "stopped at step 6; checkpoint saved"),

@@ -6,6 +6,7 @@ from the ``TINYUNET_DEVICE`` environment variable, else ``"cpu"``. Scratch memor
 across calls is a ``Workspace`` on one device. (Which implementation of the hot ops runs, the
 engine, is chosen in engine.py.)
 """
+import functools
 import os
 
 import numpy as np
@@ -19,13 +20,16 @@ DEVICES = ("cpu", "gpu")
 
 
 def gpu_available():
-    """True when CuPy imports and sees at least one CUDA device."""
-    if _cupy is None:
-        return False
+    """True when CuPy imports and sees at least one CUDA device (asked once per process)."""
+    return _cupy is not None and _device_count(_cupy) > 0
+
+
+@functools.lru_cache(maxsize=None)
+def _device_count(cupy):
     try:
-        return _cupy.cuda.runtime.getDeviceCount() > 0
+        return cupy.cuda.runtime.getDeviceCount()
     except Exception:  # no driver, no device
-        return False
+        return 0
 
 
 def resolve_device(device=None):
@@ -79,11 +83,51 @@ def to_numpy(x):
     return np.asarray(x)
 
 
-def default_rng(seed, device="cpu"):
-    """A random generator on `device` with `.random(shape, dtype)` and `.standard_normal(...)`."""
-    if resolve_device(device) == "gpu":
-        return _cupy.random.default_rng(seed)
-    return np.random.default_rng(seed)
+class CounterRNG:
+    """Uniform random numbers in [0, 1) made from a counter: the same numbers on NumPy and
+    CuPy, computed on the array's own device, and a state of two integers (seed, draws) that a
+    checkpoint keeps as JSON and a pickle carries.
+
+    Draw k of a generator with seed s gives element i of an array the value
+        u_i = (mix(key_k + (i + 1) * G) >> 11) * 2^-53,   key_k = mix(s * 2^32 + k),
+    mix being SplitMix64's finaliser (Steele, Lea and Flood, OOPSLA 2014; G its golden-ratio
+    increment): a counter-based generator, as Philox is, so no draw depends on another and the
+    array module needs only integer arithmetic modulo 2^64, which NumPy and CuPy share.
+    """
+    _G, _M1, _M2 = 0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
+
+    def __init__(self, seed=0):
+        self.seed, self.draws = int(seed), 0
+
+    @property
+    def state(self):
+        return {"seed": self.seed, "draws": self.draws}
+
+    @state.setter
+    def state(self, state):
+        self.seed, self.draws = int(state["seed"]), int(state["draws"])
+
+    @classmethod
+    def _mix(cls, z, xp=None):
+        """SplitMix64's finaliser of a Python int (xp None) or of a uint64 array."""
+        if xp is None:
+            m = (1 << 64) - 1
+            z = ((z ^ (z >> 30)) * cls._M1) & m
+            z = ((z ^ (z >> 27)) * cls._M2) & m
+            return z ^ (z >> 31)
+        z = (z ^ (z >> xp.uint64(30))) * xp.uint64(cls._M1)
+        z = (z ^ (z >> xp.uint64(27))) * xp.uint64(cls._M2)
+        return z ^ (z >> xp.uint64(31))
+
+    def random(self, shape, dtype="float64", xp=np):
+        """An array of `shape` on xp's device (numpy or cupy) of uniform values in [0, 1)."""
+        key = self._mix(((self.seed << 32) + self.draws) & ((1 << 64) - 1))
+        self.draws += 1
+        n = int(np.prod(shape))
+        i = xp.arange(1, n + 1, dtype=xp.uint64)
+        z = self._mix(i * xp.uint64(self._G) + xp.uint64(key), xp)
+        u = (z >> xp.uint64(11)).astype(xp.float64) * (2.0 ** -53)
+        return u.reshape(shape).astype(dtype, copy=False)
 
 
 class Workspace:

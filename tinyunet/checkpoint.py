@@ -50,7 +50,7 @@ def save_checkpoint(path, model, optimizer, step, extra, ema=None):
         arrays.update({f"ema/{k}": v for k, v in state.pop("average").items()})
         average = state                                   # decay, updates
     meta = dict(format=CHECKPOINT_FORMAT, step=step, model=model.config, optimizer=opt,
-                dropout_rng=rng_state(model.rng) if model.device == "cpu" else None,
+                dropout_rng=model.rng.state,
                 ema=average, **extra)
     arrays["meta"] = np.array(json.dumps(meta))
     atomic_write(path, lambda f: np.savez(f, **arrays))
@@ -118,9 +118,10 @@ def _why_unreadable(path, e):
     return f"a damaged or incomplete archive ({type(e).__name__}: {e})"
 
 
-def model_from_checkpoint(path, device="cpu", average=True):
-    """(model, meta) rebuilt from a checkpoint's saved configuration: with the parameters'
-    moving average where the run kept one (average=False: the raw parameters)."""
+def model_from_checkpoint(path, device=None, average=True):
+    """(model, meta) rebuilt from a checkpoint's saved configuration, on `device` (None:
+    $TINYUNET_DEVICE, else the CPU): with the parameters' moving average where the run kept
+    one (average=False: the raw parameters)."""
     meta, params, _ = load_checkpoint(path, average)
     model = UNet(**meta["model"])
     try:

@@ -54,7 +54,7 @@ class TrainConfig:
     val_plain: bool = False            # with ema: validate the raw parameters too
     log_every: int = 10
     seed: int = 0
-    device: str = "cpu"
+    device: str = None                 # "cpu", "gpu"; None: $TINYUNET_DEVICE, else the CPU
     data: dict = None                  # where the data came from (data.selection's record)
 
     @classmethod

@@ -56,7 +56,7 @@ def mirror_pad(image, top, bottom, left, right):
 
 
 def _as_chw(image):
-    image = np.asarray(image)
+    image = backend.to_numpy(image)         # the tiles are cut on the host: a CuPy image too
     if image.ndim == 2:
         image = image[None]
     if image.ndim != 3:
@@ -79,11 +79,13 @@ def _prob_dtype(model):
     return np.float64 if model.dtype == np.float64 else np.float32
 
 
-def run_tiles(model, padded, ys, xs, tile, result, batch=1, progress=False):
+def run_tiles(model, padded, ys, xs, tile, result, batch=1, progress=False, channels=None):
     """Run the network on the tiles of `padded` (C, H, W) at input origins ys x xs, each
     tile = (tile_h, tile_w) px, and write each tile's output (K, O_h, O_w) into `result`
     (K, ., .) at the same origins (output pixel (y, x) <- input window from (y, x)).
-    Where tiles overlap they hold equal values (the origins are aligned to 2^depth)."""
+    Where tiles overlap they hold equal values (the origins are aligned to 2^depth).
+    channels: a list of classes; only their maps are copied back from the device (and
+    `result` holds only them)."""
     th, tw = tile
     oh, ow = output_size(th, model.depth), output_size(tw, model.depth)
     origins = [(y, x) for y in ys for x in xs]
@@ -94,26 +96,30 @@ def run_tiles(model, padded, ys, xs, tile, result, batch=1, progress=False):
     for i in bar:
         chunk = origins[i:i + batch]
         x = np.stack([padded[:, y:y + th, x0:x0 + tw] for y, x0 in chunk])  # (B, C, Th, Tw)
-        probs = backend.to_numpy(model.predict_proba(backend.to_device(x, model.device)))
+        probs = model.predict_proba(backend.to_device(x, model.device))
+        probs = backend.to_numpy(probs if channels is None else probs[:, channels])
         for (y, x0), p in zip(chunk, probs):
             result[:, y:y + oh, x0:x0 + ow] = p
     return result
 
 
-def predict_tiled(model, image, tile=572, batch=1, tta=False, progress=False):
-    """Class probabilities (K, H, W) for a normalised image (H, W) or (C, H, W): float32, or
-    float64 for a float64 model.
+def predict_tiled(model, image, tile=572, batch=1, tta=False, progress=False, channel=None):
+    """Class probabilities (K, H, W) for a normalised image (H, W) or (C, H, W) (NumPy, or
+    CuPy: it is copied to the host, where the tiles are cut): float32, or float64 for a float64
+    model.
 
     tile: the input tile size (must fit the network, see tinyunet.valid_input_sizes);
     batch: tiles per forward pass; tta: average over the 8 flips/rotations (the paper averaged
-    over rotations for ISBI). The model runs in evaluation mode on its own device.
+    over rotations for ISBI); channel: return only P(class `channel`) (H, W), the only map
+    copied back from the device per tile (P(cell) is channel 1). The model runs in evaluation
+    mode on its own device.
     """
     image = _as_chw(image)
     if tta:
         acc = None
         for sym in SYMMETRIES:
             t = np.ascontiguousarray(transform(image, sym))
-            p = untransform(predict_tiled(model, t, tile, batch, False, progress), sym)
+            p = untransform(predict_tiled(model, t, tile, batch, False, progress, channel), sym)
             acc = p if acc is None else acc + p
         return (acc / 8).astype(_prob_dtype(model))
     m = margin(tile, model.depth)
@@ -122,9 +128,11 @@ def predict_tiled(model, image, tile=572, batch=1, tta=False, progress=False):
     ys, ext_h = tile_grid(h, out, 2 ** model.depth)
     xs, ext_w = tile_grid(w, out, 2 ** model.depth)
     padded = mirror_pad(image.astype(model.dtype), m, m + ext_h - h, m, m + ext_w - w)
-    result = np.empty((model.config["n_classes"], ext_h, ext_w), _prob_dtype(model))
-    run_tiles(model, padded, ys, xs, (tile, tile), result, batch, progress)
-    return result[:, :h, :w]
+    channels = None if channel is None else [channel]
+    k = model.config["n_classes"] if channel is None else 1
+    result = np.empty((k, ext_h, ext_w), _prob_dtype(model))
+    run_tiles(model, padded, ys, xs, (tile, tile), result, batch, progress, channels)
+    return result[:, :h, :w] if channel is None else result[0, :h, :w]
 
 
 def covering_tile(size, depth):

@@ -92,7 +92,7 @@ class UNet:
     """
 
     def __init__(self, in_channels=1, n_classes=2, base_channels=64, depth=4, dropout=0.0,
-                 dtype="float32", seed=0, device="cpu", engine=None):
+                 dtype="float32", seed=0, device=None, engine=None):
         if depth < 1 or base_channels < 1 or in_channels < 1 or n_classes < 1:
             raise ValueError("in_channels, n_classes, base_channels and depth must be >= 1")
         self.config = dict(in_channels=in_channels, n_classes=n_classes,
@@ -128,7 +128,7 @@ class UNet:
             add_conv3x3(f"up{i}.conv2", ch[i], ch[i])
         add("out", (n_classes, ch[0], 1, 1), ch[0])
         self._grads = OrderedDict((k, np.zeros_like(v)) for k, v in self.params.items())
-        self.rng = backend.default_rng(seed + 1, "cpu")        # dropout masks
+        self.rng = backend.CounterRNG(seed + 1)                # dropout masks, on any device
         self.tape = {}                                         # layer name -> its cache
         self.workspace = backend.Workspace("cpu")
         self._engine_name = engine
@@ -176,17 +176,14 @@ class UNet:
             self.params[k][...] = src
 
     def to(self, device):
-        """Move parameters and gradients to "cpu" or "gpu" (in place); returns self. The engine
-        follows the device (engine.choose_engine)."""
+        """Move parameters and gradients to "cpu" or "gpu" (None: $TINYUNET_DEVICE, else the
+        CPU), in place; returns self. The engine follows the device (engine.choose_engine).
+        An optimizer made before moves its buffers at its next step."""
         device = backend.resolve_device(device)
         if device != self.device:
             for d in (self.params, self._grads):
                 for k in d:
                     d[k] = backend.to_device(d[k], device)
-            state = self.rng.bit_generator.state if device == "cpu" else None
-            self.rng = backend.default_rng(self.config["seed"] + 1, device)
-            if state is not None:
-                self.rng.bit_generator.state = state
             self.device = device
             self.tape, self.workspace = {}, backend.Workspace(device)
             self.engine = choose_engine(device, self._engine_name)

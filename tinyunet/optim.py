@@ -11,12 +11,23 @@ from collections import OrderedDict
 from . import backend
 
 
+def _follow(owner, buffers):
+    """Move an optimizer's (or an EMA's) buffers to its model's device if the model moved
+    since they were made (model.to)."""
+    if owner.device != owner.model.device:
+        for d in buffers:
+            for k in d:
+                d[k] = backend.to_device(d[k], owner.model.device)
+        owner.device = owner.model.device
+
+
 class _Optimizer:
     def __init__(self, model, lr, weight_decay):
         if lr <= 0:
             raise ValueError(f"learning rate must be > 0, got {lr}")
         self.model, self.lr, self.weight_decay = model, lr, weight_decay
         self.steps = 0
+        self.device = model.device            # where the buffers are
 
     def _grad(self, grads, name):
         g = grads[name]
@@ -27,6 +38,9 @@ class _Optimizer:
     def _buffers(self):
         return {}
 
+    def _follow_the_model(self):
+        _follow(self, self._buffers().values())
+
     def state_dict(self):
         """Hyper-parameters, step count and per-parameter buffers (as NumPy arrays)."""
         bufs = {b: OrderedDict((k, backend.to_numpy(v)) for k, v in d.items())
@@ -34,6 +48,7 @@ class _Optimizer:
         return dict(lr=self.lr, weight_decay=self.weight_decay, steps=self.steps, buffers=bufs)
 
     def load_state_dict(self, state):
+        self._follow_the_model()
         self.lr, self.weight_decay, self.steps = state["lr"], state["weight_decay"], state["steps"]
         for b, d in self._buffers().items():
             for k in d:
@@ -52,6 +67,7 @@ class SGD(_Optimizer):
         return {"velocity": self.velocity}
 
     def step(self):
+        self._follow_the_model()
         grads = self.model.grads()
         for name, p in self.model.params.items():
             v = self.velocity[name]
@@ -74,6 +90,7 @@ class Adam(_Optimizer):
         return {"m": self.m, "v": self.v}
 
     def step(self):
+        self._follow_the_model()
         self.steps += 1
         b1, b2 = self.betas
         c1, c2 = 1 - b1 ** self.steps, 1 - b2 ** self.steps
@@ -108,8 +125,10 @@ class EMA:
             raise ValueError(f"EMA decay must be in (0, 1), got {decay}")
         self.model, self.decay, self.updates = model, decay, 0
         self.average = OrderedDict((k, v.copy()) for k, v in model.params.items())
+        self.device = model.device
 
     def update(self):
+        _follow(self, [self.average])
         d = min(self.decay, (1 + self.updates) / (10 + self.updates))
         for name, p in self.model.params.items():
             a = self.average[name]
@@ -120,6 +139,7 @@ class EMA:
     @contextlib.contextmanager
     def applied(self):
         """The model with the averaged parameters inside the block, its own after."""
+        _follow(self, [self.average])
         own = OrderedDict((k, v.copy()) for k, v in self.model.params.items())
         self.model.load_state_dict(self.average)
         try:
@@ -132,6 +152,7 @@ class EMA:
                     average=OrderedDict((k, backend.to_numpy(v)) for k, v in self.average.items()))
 
     def load_state_dict(self, state):
+        _follow(self, [self.average])
         self.decay, self.updates = state["decay"], state["updates"]
         for k, v in self.average.items():
             v[...] = backend.to_device(state["average"][k], self.model.device)

@@ -119,7 +119,9 @@ class Trainer:
     line_seconds = 60.0
 
     def __init__(self, cfg, train, val, run_dir, resume=False, progress=True, callback=None):
-        self.cfg, self.run_dir = cfg.check(), Path(run_dir)
+        # the device the run trains on, as config.json records it
+        cfg = dataclasses.replace(cfg.check(), device=backend.resolve_device(cfg.device))
+        self.cfg, self.run_dir = cfg, Path(run_dir)
         self.progress, self.callback = progress, callback
         train_images, train_labels = train
         self.val_images, self.val_labels = val
@@ -134,6 +136,7 @@ class Trainer:
         self.rng = np.random.default_rng(cfg.seed)
         self.step, self.best = 0, math.inf
         self.losses = []              # training losses since the last logged one
+        self._sample = self._rng_before = None    # the next step's tile, drawn ahead
         self.val_pending = True       # the validation due at this step is not done yet
         self.log_lines = 0            # lines in log.jsonl
         weights = loss_weights(train_labels, cfg.weighting, cfg.w0, cfg.sigma)
@@ -152,9 +155,10 @@ class Trainer:
 
     # ---- checkpoints --------------------------------------------------------------------------
     def _extra(self):
-        return dict(data_rng=rng_state(self.rng), best=self.best, mean=self.mean, std=self.std,
-                    losses=self.losses, val_pending=self.val_pending, log_lines=self.log_lines,
-                    train_config=dataclasses.asdict(self.cfg))
+        data_rng = self._rng_before if self._sample is not None else rng_state(self.rng)
+        return dict(data_rng=data_rng, best=self.best, mean=self.mean, std=self.std,
+                    losses=[float(loss) for loss in self.losses], val_pending=self.val_pending,
+                    log_lines=self.log_lines, train_config=dataclasses.asdict(self.cfg))
 
     def save(self, name="latest.npz"):
         save_checkpoint(self.run_dir / name, self.model, self.opt, self.step, self._extra(),
@@ -188,8 +192,7 @@ class Trainer:
         self.step, self.best = meta["step"], meta["best"]
         self._saved_step = self.step
         self.rng.bit_generator.state = meta["data_rng"]
-        if meta["dropout_rng"] and self.model.device == "cpu":
-            self.model.rng.bit_generator.state = meta["dropout_rng"]
+        self.model.rng.state = meta["dropout_rng"]
         self.losses = list(meta["losses"])
         self.val_pending = meta["val_pending"]
         # the log goes back to exactly the lines it had when the checkpoint was written
@@ -207,22 +210,42 @@ class Trainer:
         self.log_lines += 1
 
     def train_step(self):
-        """One optimiser step on one augmented tile; returns the loss."""
+        """One optimiser step on one augmented tile; returns the loss, a 0-d array on the
+        model's device (float(loss) reads it back).
+
+        On a GPU every op of the step is queued without the host waiting for the device: the
+        labels were checked when they were loaded, and the next step's tile is drawn on the
+        host while the device works through this step's queue."""
         # weighting "none" samples weights of 1: the plain cross-entropy
-        x, y, w = (backend.to_device(a, self.model.device) for a in self.sampler.sample(self.rng))
-        loss, dlogits = softmax_cross_entropy(self.model.forward(x, train=True), y, w)
+        x, y, w = (backend.to_device(a, self.model.device) for a in self._take_sample())
+        loss, dlogits = softmax_cross_entropy(self.model.forward(x, train=True), y, w,
+                                              check_labels=False)
         self.model.backward(dlogits, input_grad=False)   # the image needs no gradient
         self.opt.lr = learning_rate(self.cfg, self.step)
         self.opt.step()
         if self.ema is not None:
             self.ema.update()
+        if self.step + 1 < self.cfg.steps:
+            self._draw_sample()
         return loss
+
+    def _draw_sample(self):
+        """Draw the next tile now, keeping the data random state from before the draw: that
+        is the state a checkpoint saves, so a resumed run draws the same tile again."""
+        self._rng_before = rng_state(self.rng)
+        self._sample = self.sampler.sample(self.rng)
+
+    def _take_sample(self):
+        if self._sample is None:
+            self._draw_sample()
+        sample, self._sample, self._rng_before = self._sample, None, None
+        return sample
 
     def predict(self, images, tta=False, model=None):
         """Cell probability maps (N, H, W) of `model` (default: the run's) for normalised
         images."""
         model = model or self.model
-        return np.stack([predict_tiled(model, im, tile=self.cfg.tile, tta=tta)[1]
+        return np.stack([predict_tiled(model, im, tile=self.cfg.tile, tta=tta, channel=1)
                          for im in images])
 
     def validate(self, tta=None, topology=False, plain=False, model=None):
@@ -304,23 +327,26 @@ class Trainer:
                         "at once)")
 
     def _train_and_log(self):
+        """One step; every log_every steps the losses are read back (the only time a step on
+        a GPU waits for the device) and logged."""
         cfg = self.cfg
-        loss = self.train_step()
+        self.losses.append(self.train_step())          # a 0-d array on the model's device
         self.step += 1
-        self.losses.append(float(loss))
         self.val_pending = self.step % cfg.val_every == 0 or self.step == cfg.steps
         self._bar.update(1)
-        self._bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self.opt.lr:.2e}")
-        now = time.perf_counter()
-        if self._lines and (now - self._last_line >= self.line_seconds or
-                            self.step == cfg.steps):
-            self._last_line = now
-            print(f"step {self.step}/{cfg.steps}: loss {loss:.4f}, lr {self.opt.lr:.2e}, "
-                  f"{(now - self._t0) / 60:.1f} min", file=sys.stderr, flush=True)
         if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-            self.log(dict(step=self.step, loss=float(np.mean(self.losses)), lr=self.opt.lr,
-                          seconds=round(time.perf_counter() - self._t0, 3)))
+            losses = [float(loss) for loss in self.losses]
+            now = time.perf_counter()
+            self.log(dict(step=self.step, loss=float(np.mean(losses)), lr=self.opt.lr,
+                          seconds=round(now - self._t0, 3)))
             self.losses = []
+            self._bar.set_postfix(loss=f"{losses[-1]:.4f}", lr=f"{self.opt.lr:.2e}")
+            if self._lines and (now - self._last_line >= self.line_seconds or
+                                self.step == cfg.steps):
+                self._last_line = now
+                print(f"step {self.step}/{cfg.steps}: loss {losses[-1]:.4f}, lr "
+                      f"{self.opt.lr:.2e}, {(now - self._t0) / 60:.1f} min", file=sys.stderr,
+                      flush=True)
 
     def _validate_and_save(self):
         self._phase = "validate"

@@ -141,13 +141,13 @@ def _predict_pass(model, x, spans, tile, batch, transpose, flip_y, flip_x):
         out = output_size(tl, model.depth)
         tiles.append(tl)
         origins.append([o - m - (r0 - want) for o in _aligned_origins(r0, r0 + n, out, a)])
-    probs = np.empty((model.config["n_classes"],) + t.shape, np.result_type(model.dtype))
+    probs = np.empty((1,) + t.shape, np.result_type(model.dtype))        # P(class 1) only
     with _MODEL_LOCK:
         run_tiles(model, np.ascontiguousarray(t)[None], origins[0], origins[1], tuple(tiles),
-                  probs, batch)
+                  probs, batch, channels=[1])
     # run_tiles writes output pixel r at t's index of its input origin, r - m - (r0 - want)
     (ry, ny, wy), (rx, nx, wx) = axes
-    p = probs[1, wy - m:wy - m + ny, wx - m:wx - m + nx]
+    p = probs[0, wy - m:wy - m + ny, wx - m:wx - m + nx]
     if transpose:
         p = p.T
     if flip_x:

@@ -120,7 +120,8 @@ def predict_in_memory(model, meta, source, out, targets, args):
     probs, times = [], []
     for k, img in enumerate(x):
         t0 = time.perf_counter()
-        probs.append(predict_tiled(model, img, tile=tile, batch=args.batch, tta=args.tta)[1])
+        probs.append(predict_tiled(model, img, tile=tile, batch=args.batch, tta=args.tta,
+                                   channel=1))
         times.append(time.perf_counter() - t0)
         print(f"slice {k + 1}/{len(x)}: {times[-1]:.2f} s", flush=True)
     probs = np.stack(probs).astype(np.float32)

@@ -72,7 +72,8 @@ def build_parser():
     ap.add_argument("--val-tta", action="store_true", help="validate with 8-fold TTA")
     ap.add_argument("--val-plain", action="store_true", help="with --ema: validate the raw "
                     "parameters too (log.jsonl's val_plain)")
-    ap.add_argument("--device", default=None, help="cpu or gpu (default: $TINYUNET_DEVICE or cpu)")
+    ap.add_argument("--device", default=None, help="cpu or gpu (default: a resumed run's own, "
+                    "else $TINYUNET_DEVICE, else cpu)")
     ap.add_argument("--seed", type=at_least(0), help="model and sampling seed")
     ap.add_argument("--data-seed", type=at_least(0), help="seed of the synthetic set (0)")
     ap.add_argument("--out", default="runs", help="parent folder of new run directories")
@@ -87,8 +88,8 @@ RECIPE = ("steps", "lr", "optimizer", "weighting", "val_every", "seed", "tile", 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    dev = device(args.device)
     saved = _read_run(args.resume) if args.resume else None
+    dev = run_device(args.device, saved)
     data, (train, val), name = choose_data(args.data, args.train_slices, args.val_slices,
                                            args.data_seed, saved and saved.get("data"),
                                            args.resume)
@@ -130,6 +131,24 @@ def main(argv=None):
         print(f"  with 8-fold test-time augmentation: {_fmt(res['tta'])}")
     print(f"run directory: {run_dir} (checkpoints, log.jsonl, curves.png, predictions.png)")
     return final
+
+
+def run_device(name, saved):
+    """The device to train on: --device, else a resumed run's own device (a run trained on
+    the GPU does not quietly continue on the CPU), else $TINYUNET_DEVICE, else the CPU."""
+    import os
+    own = (saved or {}).get("device")
+    if name is None and own and "TINYUNET_DEVICE" not in os.environ:
+        try:
+            return device(own)
+        except UserError as e:
+            raise UserError(f"this run trained on the {own}, and {str(e).split(': ', 1)[1]}; "
+                            f"give --device cpu to continue it on the CPU") from None
+    dev = device(name)
+    if own and dev != own:
+        print(f"note: the run trained on the {own} and continues on the {dev}: its numbers "
+              f"will differ slightly from a run that stayed on the {own}", file=sys.stderr)
+    return dev
 
 
 def _read_run(run_dir):

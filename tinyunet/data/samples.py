@@ -50,7 +50,8 @@ class TileSampler:
         self.flips, self.grey = flips, grey
 
     def sample(self, rng):
-        """One sample: x (1, 1, T, T) float32, labels (1, O, O) int64, weights (1, O, O) float32."""
+        """One sample: x (1, 1, T, T) float32, labels (1, O, O) uint8 (the classes, checked:
+        0 or 1), weights (1, O, O) float32."""
         k = int(rng.integers(len(self.images)))
         h, w = self.images.shape[1:]
         # output-tile origin: anywhere the output tile fits (mirrored context beyond the image)
@@ -72,5 +73,5 @@ class TileSampler:
         if self.grey:                                    # grey-value change: gain and offset
             img = img * np.float32(np.exp(rng.normal(0.0, 0.1))) + np.float32(rng.normal(0.0, 0.1))
         return (np.ascontiguousarray(img, np.float32)[None, None],
-                np.ascontiguousarray(lab, np.int64)[None],
+                np.ascontiguousarray(lab, np.uint8)[None],
                 np.ascontiguousarray(wts, np.float32)[None])

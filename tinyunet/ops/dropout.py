@@ -3,15 +3,18 @@
 Shapes: x (any) -> y (same). In training each element is kept with probability 1 - p and scaled
 by 1 / (1 - p), so the expected activation is unchanged and evaluation is the identity.
 """
+from ..backend import get_array_module
 
 
 def forward(x, p, rng, train=True):
-    """Returns (y, cache). `rng` is a NumPy or CuPy Generator on x's device (backend.default_rng)."""
+    """Returns (y, cache). `rng` is a backend.CounterRNG: the mask is drawn on x's device, the
+    same mask on NumPy and CuPy for one state of the generator."""
     if not 0.0 <= p < 1.0:
         raise ValueError(f"dropout: p must be in [0, 1), got {p}")
     if not train or p == 0.0:
         return x, None
-    mask = (rng.random(x.shape, dtype=x.dtype) >= p).astype(x.dtype) / (1.0 - p)
+    u = rng.random(x.shape, x.dtype, get_array_module(x))
+    mask = (u >= p).astype(x.dtype) / (1.0 - p)
     return x * mask, mask
 
 

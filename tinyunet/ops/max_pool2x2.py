@@ -30,7 +30,9 @@ def forward(x):
     for k in (1, 2, 3):
         better = c[k] > y                             # strict: ties keep the earlier corner
         y = xp.where(better, c[k], y)
-        idx[better] = k
+        # where, not idx[better] = k: a boolean-mask assignment makes CuPy count the mask on
+        # the host, a synchronisation per corner
+        idx = xp.where(better, xp.uint8(k), idx)
     return y, (idx, x.shape)
 
 

@@ -17,7 +17,7 @@ any logits.
 from ..backend import get_array_module
 
 
-def _check(logits, labels, weights):
+def _check(logits, labels, weights, values=True):
     xp = get_array_module(logits)
     if logits.ndim != 4:
         raise ValueError(f"softmax_cross_entropy: logits must be (N, K, H, W), got {logits.shape}")
@@ -27,7 +27,9 @@ def _check(logits, labels, weights):
                          f"logits (N, H, W) = {(n, h, w)}")
     if labels.dtype.kind not in "iub":
         raise ValueError(f"softmax_cross_entropy: labels must be integers, got {labels.dtype}")
-    lo, hi = int(labels.min()), int(labels.max())
+    if not values:
+        return
+    lo, hi = int(labels.min()), int(labels.max())        # reads two numbers back from a GPU
     if lo < 0 or hi >= k:
         bad = xp.unique(labels[(labels < 0) | (labels >= k)])
         raise ValueError(f"softmax_cross_entropy: labels must be in [0, {k}) for K = {k} classes; "
@@ -50,17 +52,22 @@ def softmax(logits):
     return xp.exp(log_softmax(logits))
 
 
-def softmax_cross_entropy(logits, labels, weights=None):
-    """Returns (loss, dlogits): a Python float and an array shaped like logits."""
+def softmax_cross_entropy(logits, labels, weights=None, check_labels=True):
+    """Returns (loss, dlogits): a 0-d float64 array on the logits' device (float(loss) reads
+    it) and an array shaped like logits.
+
+    check_labels=False skips the check that every label is in [0, K), which reads the labels'
+    range back to the host: for labels checked before (the training samples), so that a step on
+    a GPU never waits for the host. Shapes and dtypes are always checked."""
     xp = get_array_module(logits)
-    _check(logits, labels, weights)
+    _check(logits, labels, weights, check_labels)
     n, k, h, w = logits.shape
     logp = log_softmax(logits)                                     # (N, K, H, W)
     lab = labels.astype(xp.int64)[:, None]                        # (N, 1, H, W)
     nll = -xp.take_along_axis(logp, lab, axis=1)[:, 0]            # (N, H, W)
     scale = 1.0 / (n * h * w)
     wmap = xp.ones_like(nll) if weights is None else weights.astype(logits.dtype)
-    loss = float((wmap * nll).sum()) * scale
+    loss = (wmap * nll).sum().astype(xp.float64) * scale          # stays on the device
     # dlogits = w * (p - onehot(l)) / (N H W)
     classes = xp.arange(k).reshape(1, k, 1, 1)
     dlogits = xp.exp(logp) - (classes == lab)                      # p - onehot(l)

@@ -1,0 +1,194 @@
+"""The GPU route without a GPU: the CuPy defects found by reading the code, and a stand-in for
+CuPy (tests/fake_cupy.py) that records every host synchronisation. A full training step records
+nothing; inference of a slice copies back one class map per tile and nothing else; a checkpoint
+saves and resumes on the "GPU"; a GPU model pickles and moves back to the CPU."""
+import json
+import pickle
+
+import numba
+import numpy as np
+import pytest
+
+from tinyunet import UNet, backend, softmax_cross_entropy
+from tinyunet.checkpoint import model_from_checkpoint
+from tinyunet.config import TrainConfig
+from tinyunet.data import synthetic_em
+from tinyunet.infer import predict_tiled
+from tinyunet.optim import EMA, Adam
+from tinyunet.train import Trainer
+
+from . import fake_cupy
+
+
+@pytest.fixture
+def gpu(monkeypatch):
+    """The stand-in installed as the backend's CuPy: device "gpu" is the recording module.
+    Every Numba kernel of tinyunet.kernels records a call that reaches it with device arrays."""
+    fake = fake_cupy.make_module()
+    monkeypatch.setattr(backend, "_cupy", fake)
+    import tinyunet.kernels as kernels_pkg
+    from tinyunet.kernels import conv_relu, elastic, pool, thinning, warping, weight_map
+    for mod in (conv_relu, elastic, pool, thinning, warping, weight_map):
+        for name, obj in list(vars(mod).items()):
+            if isinstance(obj, numba.core.registry.CPUDispatcher):
+                monkeypatch.setattr(mod, name, _watched(obj, f"{mod.__name__}.{name}"))
+    assert kernels_pkg
+    fake_cupy.EVENTS.clear()
+    yield fake
+    fake_cupy.EVENTS.clear()
+
+
+def _watched(kernel, name):
+    def call(*args, **kwargs):
+        if any(isinstance(a, fake_cupy.ndarray) for a in args):
+            fake_cupy.EVENTS.append(("numba", name))
+        return kernel(*args, **kwargs)
+    return call
+
+
+def test_the_stand_in_records_what_syncs():
+    """Each kind of event the stand-in claims to catch, caught (so that 'nothing recorded'
+    means something)."""
+    fake = fake_cupy.make_module()
+    x = fake.asarray(np.arange(6.0).reshape(2, 3))
+    fake_cupy.EVENTS.clear()
+    y = (x * 2 + 1).sum(axis=0)                 # device work: nothing
+    assert fake_cupy.EVENTS == [] and isinstance(x.sum(), fake.ndarray) and x.sum().ndim == 0
+    float(x.sum())
+    f"{x.max()}"
+    x[x > 2]
+    fake.nonzero(x)
+    np.exp(x)
+    x + np.ones(3)
+    fake.asnumpy(y)
+    with pytest.raises(TypeError, match="pickle"):            # a lock inside, as in CuPy
+        pickle.dumps(fake.random.default_rng(0))
+    assert not isinstance(fake.random.default_rng(0).bit_generator.state, dict)
+    assert [k for k, _ in fake_cupy.EVENTS] == ["scalar", "scalar", "mask", "size", "numpy",
+                                                 "mix", "to_host"]
+
+
+@pytest.fixture
+def data():
+    images, labels = synthetic_em(n=3, size=64, cell_size=16, seed=1)
+    return (images[:2], labels[:2]), (images[2:], labels[2:])
+
+
+def gpu_trainer(tmp_path, data, **kw):
+    cfg = dict(base_channels=2, depth=2, tile=92, steps=8, lr=0.01, warmup=2, val_every=100,
+               log_every=100, seed=0, optimizer="adam", dropout=0.5, ema=0.9, device="gpu")
+    cfg = TrainConfig(**{**cfg, **kw})
+    return Trainer(cfg, *data, tmp_path / "run", progress=False)
+
+
+def test_a_training_step_never_waits_for_the_device(gpu, data, tmp_path, monkeypatch):
+    t = gpu_trainer(tmp_path, data, log_every=4)
+    assert t.model.device == "gpu" and t.model.engine.name == "readable"
+    assert isinstance(t.model.params["out.weight"], gpu.ndarray)
+    steps, losses = [], []
+    step = t.train_step
+
+    def watched_step():                  # forward, loss, backward, Adam, EMA, dropout, next tile
+        fake_cupy.EVENTS.clear()
+        loss = step()
+        steps.append(list(fake_cupy.EVENTS))
+        losses.append(loss)
+        fake_cupy.EVENTS.clear()
+        return loss
+
+    monkeypatch.setattr(t, "train_step", watched_step)
+    t.run()
+    assert steps == [[]] * 8
+    assert all(isinstance(loss, gpu.ndarray) and loss.ndim == 0 for loss in losses)
+    # the losses are read back only when they are logged, every log_every steps
+    logged = [r["loss"] for r in t.read_log() if "loss" in r]
+    assert logged == [float(np.mean([float(v) for v in losses[:4]])),
+                      float(np.mean([float(v) for v in losses[4:]]))]
+
+
+def test_inference_copies_one_class_map_per_tile_and_nothing_else(gpu):
+    model = UNet(base_channels=2, depth=2, seed=0, device="gpu")
+    image = np.random.default_rng(0).standard_normal((70, 90)).astype(np.float32)
+    fake_cupy.EVENTS.clear()
+    p = predict_tiled(model, image, tile=60)                  # 20 px out: 4 x 5 tiles
+    assert fake_cupy.EVENTS == [("to_host", "cupy.asnumpy")] * 20
+    fake_cupy.EVENTS.clear()
+    p1 = predict_tiled(model, gpu.asarray(image), tile=60, channel=1)   # a CuPy image too
+    assert [k for k, _ in fake_cupy.EVENTS] == ["to_host"] * 21
+    np.testing.assert_array_equal(p1, p[1])
+    cpu = UNet(base_channels=2, depth=2, seed=0)
+    np.testing.assert_allclose(p, predict_tiled(cpu, image, tile=60), rtol=1e-5, atol=1e-6)
+
+
+def test_save_on_the_gpu_and_resume_exactly(gpu, data, tmp_path):
+    full = gpu_trainer(tmp_path / "a", data)
+    full.run()
+
+    def stop_at_5(trainer):
+        if trainer.step == 5:
+            raise KeyboardInterrupt
+
+    part = gpu_trainer(tmp_path / "b", data)
+    part.callback = stop_at_5
+    with pytest.raises(KeyboardInterrupt):
+        part.run()
+    resumed = Trainer(part.cfg, *data, tmp_path / "b" / "run", resume=True, progress=False)
+    assert resumed.model.device == "gpu" and resumed.step == 5
+    resumed.run()
+    for k, v in full.model.params.items():
+        np.testing.assert_array_equal(backend.to_numpy(resumed.model.params[k]),
+                                      backend.to_numpy(v))
+        np.testing.assert_array_equal(backend.to_numpy(resumed.ema.average[k]),
+                                      backend.to_numpy(full.ema.average[k]))
+    model, meta = model_from_checkpoint(tmp_path / "a" / "run" / "latest.npz", "gpu")
+    assert model.device == "gpu" and meta["dropout_rng"] == full.model.rng.state
+
+
+def test_a_gpu_model_moves_back_pickles_and_keeps_its_dropout_draws(gpu):
+    """Defects 1, 2, 4: to("cpu") after to("gpu") crashed on CuPy's generator state; a GPU
+    model could not be pickled; dropout on the GPU drew other masks than on the CPU and
+    restarted at every to("gpu")."""
+    model = UNet(base_channels=2, depth=2, seed=0, dropout=0.5)
+    x = np.random.default_rng(0).standard_normal((1, 1, 60, 60)).astype(np.float32)
+    cpu_logits = model.forward(x, train=True)               # draw 0 on the CPU
+    model.rng.state = {"seed": 1, "draws": 0}
+    model.to("gpu")
+    gpu_logits = model.forward(gpu.asarray(x), train=True)  # the same draw on the GPU
+    np.testing.assert_allclose(backend.to_numpy(gpu_logits), cpu_logits, rtol=1e-5, atol=1e-6)
+    assert model.rng.state == {"seed": 1, "draws": 1}
+    model.to("gpu")                                          # no reseeding on a second call
+    assert model.rng.state["draws"] == 1
+    copy = pickle.loads(pickle.dumps(model))                 # dask ships models like this
+    assert copy.device == "gpu" and copy.workspace is not model.workspace
+    assert copy.rng.state == model.rng.state
+    model.to("cpu")
+    assert model.device == "cpu" and isinstance(model.params["out.weight"], np.ndarray)
+    assert type(model.params["out.weight"]) is np.ndarray
+
+
+def test_optimizer_and_average_follow_the_model_to_the_gpu(gpu):
+    """Defect 3: buffers made before model.to() stayed on the old device."""
+    model = UNet(base_channels=2, depth=2, seed=0)
+    opt, ema = Adam(model, 0.01), EMA(model, 0.9)
+    model.to("gpu")
+    x = gpu.asarray(np.zeros((1, 1, 60, 60), np.float32))
+    logits = model.forward(x)
+    _, d = softmax_cross_entropy(logits, gpu.asarray(np.zeros((1, 20, 20), np.uint8)))
+    model.backward(d, input_grad=False)
+    opt.step()
+    ema.update()
+    assert isinstance(opt.m["out.bias"], gpu.ndarray) and isinstance(ema.average["out.bias"],
+                                                                     gpu.ndarray)
+
+
+def test_the_default_device_is_tinyunet_device(gpu, monkeypatch, tmp_path, data):
+    """Defect 6: UNet, TrainConfig and model_from_checkpoint hard-coded the CPU."""
+    monkeypatch.setenv("TINYUNET_DEVICE", "gpu")
+    assert UNet(base_channels=2, depth=1).device == "gpu"
+    cfg = TrainConfig(base_channels=2, depth=2, tile=92, steps=1, val_every=1)
+    t = Trainer(cfg, *data, tmp_path / "run", progress=False)
+    assert t.model.device == "gpu"
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["device"] == "gpu"
+    assert model_from_checkpoint(tmp_path / "run" / "latest.npz")[0].device == "gpu"
+    monkeypatch.delenv("TINYUNET_DEVICE")
+    assert model_from_checkpoint(tmp_path / "run" / "latest.npz")[0].device == "cpu"
