@@ -192,3 +192,29 @@ def test_the_default_device_is_tinyunet_device(gpu, monkeypatch, tmp_path, data)
     assert model_from_checkpoint(tmp_path / "run" / "latest.npz")[0].device == "gpu"
     monkeypatch.delenv("TINYUNET_DEVICE")
     assert model_from_checkpoint(tmp_path / "run" / "latest.npz")[0].device == "cpu"
+
+
+def test_a_gpu_run_resumes_on_the_gpu_unless_told_otherwise(gpu, tmp_path, capsys, monkeypatch):
+    """Defect 5: a GPU run resumed without --device continued quietly on the CPU."""
+    from tinyunet import config
+    from tinyunet.commands.train import main
+    monkeypatch.delenv("TINYUNET_DEVICE", raising=False)
+    monkeypatch.setitem(config.PRESETS, "tiny", dict(base_channels=2, depth=2, tile=92,
+                                                    warmup=1, log_every=2))
+    base = ["--preset", "tiny", "--val-every", "2", "--out", str(tmp_path / "runs")]
+    main(["--device", "gpu", "--steps", "2"] + base)
+    run = next((tmp_path / "runs").iterdir())
+    capsys.readouterr()
+    main(["--resume", str(run), "--steps", "4"])
+    out = capsys.readouterr()
+    assert ", gpu\n" in out.out and "note:" not in out.err
+    main(["--resume", str(run), "--steps", "6", "--device", "cpu"])
+    out = capsys.readouterr()
+    assert ", cpu\n" in out.out
+    assert "note: the run trained on the gpu and continues on the cpu" in out.err
+    monkeypatch.setattr(backend, "_cupy", None)             # the same run on a machine without
+    from tinyunet.errors import UserError
+    with pytest.raises(UserError, match="this run trained on the gpu, and device 'gpu' was "
+                                        "requested but CuPy is not installed .*; give --device "
+                                        "cpu to continue it on the CPU"):
+        main(["--resume", str(run), "--steps", "8"])

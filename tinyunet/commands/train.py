@@ -139,11 +139,13 @@ def run_device(name, saved):
     import os
     own = (saved or {}).get("device")
     if name is None and own and "TINYUNET_DEVICE" not in os.environ:
+        from ..backend import resolve_device
         try:
-            return device(own)
-        except UserError as e:
-            raise UserError(f"this run trained on the {own}, and {str(e).split(': ', 1)[1]}; "
-                            f"give --device cpu to continue it on the CPU") from None
+            return resolve_device(own)
+        except RuntimeError as e:
+            why = str(e).split("; use device=")[0]
+            raise UserError(f"this run trained on the {own}, and {why}; give --device cpu to "
+                            f"continue it on the CPU") from None
     dev = device(name)
     if own and dev != own:
         print(f"note: the run trained on the {own} and continues on the {dev}: its numbers "
