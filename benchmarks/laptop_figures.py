@@ -75,7 +75,7 @@ def plot_merges():
     done = (run / "final_metrics.json").exists()
     cfg = json.loads((run / "config.json").read_text())
     model, meta = model_from_checkpoint(run / "best.npz")
-    images, labels, _ = load_source(cfg["data"]["source"])
+    images, labels = load_source(cfg["data"]["source"])[:2]
     val = parse_slices(cfg["data"]["val_slices"], len(images), "val_slices")
     x = normalise(images[val], meta["mean"], meta["std"])
     probs = np.stack([predict_tiled(model, im, tile=cfg["tile"], tta=True)[1] for im in x])

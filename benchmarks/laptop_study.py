@@ -16,16 +16,8 @@ Finished runs (a final_metrics.json) are skipped, unfinished ones resume.
 """
 import argparse
 import json
-import os
-import subprocess
-import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "runs" / "study"                       # git-ignored: checkpoints stay out of git
-RESULTS = ROOT / "benchmarks" / "results"
+from study import RESULTS, run_all, run_dir_of
 
 # short runs: the cpu preset with one change each, at the baseline's time budget
 SHORT_STEPS = 1000
@@ -68,33 +60,6 @@ def commands(group):
         for name, extra in EMA.items():
             runs[f"ema/{name}"] = extra
     return runs
-
-
-def run_dir_of(name):
-    """The run directory of a study run: the one folder train_isbi.py made in OUT/name."""
-    made = sorted(p.parent for p in (OUT / name).glob("*/config.json"))
-    return made[-1] if made else None
-
-
-def run_one(name, extra, threads):
-    out = OUT / name
-    run_dir = run_dir_of(name)
-    if run_dir and (run_dir / "final_metrics.json").exists():
-        return name, "done before"
-    out.mkdir(parents=True, exist_ok=True)
-    base = [sys.executable, str(ROOT / "examples" / "train_isbi.py")]
-    if run_dir and (run_dir / "latest.npz").exists():
-        cmd = base + ["--resume", str(run_dir)]
-    else:
-        cmd = base + ["--data", "isbi", "--preset", "cpu", "--out", str(out)] + extra
-    env = dict(os.environ, NUMBA_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
-               OPENBLAS_NUM_THREADS=str(threads))
-    t0 = time.time()
-    with open(out / "train.log", "a") as f:
-        f.write(" ".join(cmd) + "\n")
-        f.flush()
-        rc = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
-    return name, f"exit {rc} after {(time.time() - t0) / 60:.1f} min"
 
 
 def table():
@@ -147,10 +112,8 @@ def main():
             print(f"{name}: python examples/train_isbi.py --data isbi --preset cpu "
                   + " ".join(extra))
         return
-    threads = max(1, (os.cpu_count() or 2) // args.jobs)
-    with ThreadPoolExecutor(args.jobs) as pool:
-        for name, status in pool.map(lambda kv: run_one(*kv, threads), runs.items()):
-            print(f"{name}: {status}", flush=True)
+    run_all({name: ["--data", "isbi", "--preset", "cpu"] + extra for name, extra in runs.items()},
+            args.jobs)
 
 
 if __name__ == "__main__":

@@ -68,7 +68,8 @@ def test_bad_inputs_get_one_line_and_nothing_is_written(run, capsys):
         (ckpt, tmp / "missing.tif"): "no such image: ",
         (ckpt, tmp / "notes.tif"): "notes.tif is not an image tinyunet can read (PNG, JPEG or TIFF)",
         (ckpt, tmp / "notes.png"): "notes.png is not an image tinyunet can read",
-        (ckpt, tmp / "folder"): "folder is a folder: give an image (PNG, TIFF), a TIFF stack or a zarr",
+        (ckpt, tmp / "folder"): "folder is a folder with no images in it: give an image (PNG, "
+                                "TIFF), a TIFF stack, a folder of frames or a zarr store",
         (tmp / "random.npz", stack): "random.npz is not a tinyunet checkpoint",
         (tmp / "pickled.npz", stack): "pickled.npz is corrupt or not a tinyunet checkpoint",
         (tmp / "nothing.npz", stack): "no checkpoint at ",

@@ -7,7 +7,8 @@ import pytest
 from tinyunet.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from tinyunet.config import TrainConfig, learning_rate
 from tinyunet.data import normalise, synthetic_em
-from tinyunet.data.samples import TileSampler, loss_weights
+from tinyunet.data.samples import TileSampler
+from tinyunet.data.targets import targets
 from tinyunet.files import atomic_write
 from tinyunet.train import Trainer
 
@@ -30,8 +31,8 @@ def params(model):
 
 def test_sample_labels_are_the_centre_of_the_input_tile(data):
     (images, labels), _ = data
-    w = loss_weights(labels, "paper")
-    s = TileSampler(normalise(images, 0.5, 0.25), labels, w, tile=92, out=52,
+    classes, w = targets(labels, "membranes", "paper")
+    s = TileSampler(normalise(images, 0.5, 0.25), classes, w, tile=92, out=52,
                     elastic=False, flips=False, grey=False)
     x, y, wt = s.sample(np.random.default_rng(0))
     assert x.shape == (1, 1, 92, 92) and y.shape == wt.shape == (1, 52, 52)
@@ -44,7 +45,7 @@ def test_sample_labels_are_the_centre_of_the_input_tile(data):
 
 def test_deformed_samples_keep_label_values(data):
     (images, labels), _ = data
-    s = TileSampler(normalise(images, 0.5, 0.25), labels, loss_weights(labels, "none"),
+    s = TileSampler(normalise(images, 0.5, 0.25), *targets(labels, "membranes", "none"),
                     tile=92, out=52)
     rng = np.random.default_rng(1)
     for _ in range(3):

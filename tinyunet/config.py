@@ -7,6 +7,8 @@ The presets are the network, tile and recipe for a machine:
     cpu     the laptop study's winner (docs/13-laptop.md): base 16, depth 4, tile 380, Adam
             lr 5e-4, 18000 steps (two hours on 2 cores)
     paper   the paper's network and tile: base 64, depth 4, tile 572, SGD with momentum 0.99
+    cells   touching cells from instance masks (docs/15-cells.md): the cpu network and optimizer,
+            10000 steps, averaged weights, separation borders of 2 px
 """
 import dataclasses
 import math
@@ -22,6 +24,9 @@ PRESETS = {
     "cpu": dict(base_channels=16, depth=4, tile=380, optimizer="adam", lr=0.0005, steps=18000,
                 val_every=500),
     "tiny": dict(),                                 # TrainConfig's defaults
+    # touching cells (instance labels: the cell tracking challenge's sets, docs/15-cells.md)
+    "cells": dict(base_channels=16, depth=4, tile=380, optimizer="adam", lr=0.0005, steps=10000,
+                  val_every=500, ema=0.999, border=2, min_cell=100),
 }
 
 # settings a resumed run may change (a longer run, other validations); the others are fixed
@@ -43,6 +48,9 @@ class TrainConfig:
     weight_decay: float = 0.0
     lr_schedule: str = "cosine"        # "constant", "cosine" (to lr/100), "step" (/10 at 2/3)
     warmup: int = 50                   # linear warm-up steps (momentum 0.99 starts violently)
+    labels: str = "membranes"          # "membranes" (ISBI) or "instances" (data/targets.py)
+    border: int = 2                    # instances: the separation border's width, px
+    min_cell: int = 0                  # instances: predicted cells smaller than this are dropped
     weighting: str = "paper"           # one of WEIGHTINGS
     w0: float = 10.0
     sigma: float = 5.0
@@ -79,7 +87,10 @@ class TrainConfig:
                 ("dropout", 0 <= self.dropout < 1, "in [0, 1)"),
                 ("ema", 0 <= self.ema < 1, "in [0, 1) (0: off)"),
                 ("seed", self.seed >= 0, ">= 0"), ("w0", self.w0 >= 0, ">= 0"),
-                ("sigma", self.sigma > 0, "> 0"),
+                ("sigma", self.sigma > 0, "> 0"), ("border", self.border >= 0, ">= 0"),
+                ("min_cell", self.min_cell >= 0, ">= 0"),
+                ("labels", self.labels in ("membranes", "instances"),
+                 "'membranes' or 'instances'"),
                 ("weighting", self.weighting in WEIGHTINGS, _one_of(WEIGHTINGS)),
                 ("optimizer", self.optimizer in OPTIMIZERS, _one_of(OPTIMIZERS)),
                 ("lr_schedule", self.lr_schedule in LR_SCHEDULES, _one_of(LR_SCHEDULES))]:

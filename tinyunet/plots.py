@@ -164,9 +164,14 @@ def draw_unet(model, size=572, figsize=(15, 7.5)):
 
 def best_step(log):
     """The step of a run's best.npz from its log.jsonl records: the first minimum of the
-    validation Rand error after a training step (train_isbi.py also logs one at step 0)."""
+    validation Rand error after a training step (the first maximum of SEG for a run on
+    instance labels; a run also logs a validation at step 0)."""
     va = [r for r in log if "val" in r and r["step"] > 0]
-    return min(va, key=lambda r: r["val"]["rand_error"])["step"] if va else None
+    if not va:
+        return None
+    if "seg" in va[0]["val"]:
+        return max(va, key=lambda r: r["val"]["seg"])["step"]
+    return min(va, key=lambda r: r["val"]["rand_error"])["step"]
 
 
 def plot_curves(log, path, best_step=None):
@@ -180,7 +185,9 @@ def plot_curves(log, path, best_step=None):
     ax = fig.subplots(1, 2)
     ax[0].plot([r["step"] for r in tr], [r["loss"] for r in tr])
     ax[0].set(xlabel="step", ylabel="training loss", yscale="log", title="loss")
-    for key, colour in (("pixel_error", "C0"), ("rand_error", "C1")):
+    cells = bool(va) and "seg" in va[0]["val"]
+    for key, colour in ((("seg", "C0"), ("f1", "C1")) if cells else
+                        (("pixel_error", "C0"), ("rand_error", "C1"))):
         ax[1].plot([r["step"] for r in va], [r["val"][key] for r in va], "o-", color=colour,
                    label=key)
         plain = [r for r in va if "val_plain" in r]     # a run with a moving average
@@ -192,17 +199,36 @@ def plot_curves(log, path, best_step=None):
             a.axvline(best_step, color="0.4", ls="--", lw=1)
         best = next((r["val"] for r in va if r["step"] == best_step), None)
         if best is not None:
-            ax[1].plot([best_step], [best["rand_error"]], "*", color="black", ms=12,
-                       label=f"best (step {best_step})")
-    ax[1].set(xlabel="step", ylabel="error", title="validation", yscale="log")
+            ax[1].plot([best_step], [best["seg" if cells else "rand_error"]], "*",
+                       color="black", ms=12, label=f"best (step {best_step})")
+    ax[1].set(xlabel="step", ylabel="score" if cells else "error", title="validation",
+              yscale="linear" if cells else "log")
     ax[1].legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
 
+def instance_colours(labels, seed=0):
+    """RGB (H, W, 3) of instance labels: a colour per cell (neighbouring ids far apart in hue),
+    black background, grey for unannotated cells (-1)."""
+    import matplotlib
+    labels = np.asarray(labels)
+    n = int(labels.max(initial=0))
+    palette = matplotlib.colormaps["hsv"](np.random.default_rng(seed).permutation(max(n, 1)) /
+                                          max(n, 1))[:, :3] * 0.85 + 0.15
+    rgb = np.zeros(labels.shape + (3,))
+    cells = labels > 0
+    rgb[cells] = palette[(labels[cells] - 1) % len(palette)]
+    rgb[labels < 0] = 0.45
+    return rgb
+
+
 def plot_predictions(image, label, prob, weights, path, title):
-    """Image, ground truth, P(cell) and weight map of one slice side by side, with colour bars."""
+    """Image, ground truth, P(cell) and weight map of one slice side by side, with colour bars.
+    Instance labels (signed integers) are shown a colour per cell."""
     from matplotlib.figure import Figure
+    if np.asarray(label).dtype.kind == "i":
+        label = instance_colours(label)
     panels = [(image, "image", "gray", None), (label, "ground truth", "gray", None),
               (prob, "P(cell)", "viridis", (0, 1)), (weights, "weight map", "magma", None)]
     fig = Figure(figsize=(17, 4.2))

@@ -42,10 +42,11 @@ from .checkpoint import (CheckpointError, checkpoint_meta, load_checkpoint, mode
                          rng_state, save_checkpoint)
 from .config import learning_rate
 from .data.images import normalisation, normalise
-from .data.samples import TileSampler, loss_weights
+from .data.samples import TileSampler
+from .data.targets import targets
 from .files import atomic_write, check_writable
-from .infer import predict_tiled
-from .metrics import evaluate
+from .infer import label_cells, predict_tiled
+from .metrics import evaluate, seg
 from .model import UNet, output_size
 from .ops.softmax_cross_entropy import softmax_cross_entropy
 from .optim import EMA, SGD, Adam
@@ -106,6 +107,15 @@ def _sigint_calls(handler):
         signal.signal(signal.SIGINT, old)
 
 
+BEST = {"membranes": ("rand_error", 1), "instances": ("seg", -1)}
+
+
+def format_scores(scores):
+    """'seg 0.8123, f1 0.9000, reference 13': scores to 4 decimals, counts as they are."""
+    return ", ".join(f"{k} {v}" if isinstance(v, int) else f"{k} {v:.4f}"
+                     for k, v in scores.items())
+
+
 class Trainer:
     """Runs (or resumes) one training run in `run_dir`; see the module docstring.
 
@@ -134,16 +144,19 @@ class Trainer:
                     else Adam(self.model, cfg.lr, weight_decay=cfg.weight_decay))
         self.ema = EMA(self.model, cfg.ema) if cfg.ema else None
         self.rng = np.random.default_rng(cfg.seed)
-        self.step, self.best = 0, math.inf
+        # best.npz: the lowest validation Rand error (membranes) or the highest SEG (instances)
+        self.best_key, self.best_sign = BEST[cfg.labels]
+        self.step, self.best = 0, math.inf     # the best of best_sign * val[best_key]
         self.losses = []              # training losses since the last logged one
         self._sample = self._rng_before = None    # the next step's tile, drawn ahead
         self.val_pending = True       # the validation due at this step is not done yet
         self.log_lines = 0            # lines in log.jsonl
-        weights = loss_weights(train_labels, cfg.weighting, cfg.w0, cfg.sigma)
-        self.sampler = TileSampler(normalise(train_images, self.mean, self.std), train_labels,
+        kind = dict(kind=cfg.labels, w0=cfg.w0, sigma=cfg.sigma, border=cfg.border)
+        classes, weights = targets(train_labels, weighting=cfg.weighting, **kind)
+        self.sampler = TileSampler(normalise(train_images, self.mean, self.std), classes,
                                    weights, cfg.tile, self.out, elastic=cfg.elastic)
         self.val_x = normalise(self.val_images, self.mean, self.std)
-        self.val_w = loss_weights(self.val_labels, "paper", cfg.w0, cfg.sigma)
+        self.val_w = targets(self.val_labels, weighting="paper", **kind)[1]
         if resume:
             self._resume()
         else:
@@ -259,9 +272,14 @@ class Trainer:
                 probs = self.predict(self.val_x, tta, averaged)
         else:
             probs = self.predict(self.val_x, tta, model)
-        res = evaluate(probs, self.val_labels == 255, topology=topology)
         self.val_probs = probs                # kept for predictions.png if this is the best
-        return {k: v for k, v in res.items() if isinstance(v, float)}
+        if self.cfg.labels == "instances":    # SEG of the cells found (topology: no meaning)
+            cells = [label_cells(p, 0.5, self.cfg.border, self.cfg.min_cell) for p in probs]
+            res = seg(np.stack(cells), self.val_labels)
+        else:
+            res = evaluate(probs, self.val_labels == 255, topology=topology)
+        return {k: (v if isinstance(v, int) else float(v)) for k, v in res.items()
+                if isinstance(v, (float, int)) and not isinstance(v, bool)}
 
     def run(self):
         """Train to cfg.steps; returns the last validation's metrics.
@@ -357,17 +375,17 @@ class Trainer:
         self._phase = "commit"                        # from here on, Ctrl-C waits for the end
         self.log(record)
         self.val_pending = False
-        if self.step > 0 and val["rand_error"] < self.best:
-            self.best = val["rand_error"]
+        score = self.best_sign * val[self.best_key]
+        if self.step > 0 and score < self.best:
+            self.best = score
             self.save("best.npz")
             self._plot_predictions(self.val_probs[0])
         self.save()
         self._plot_curves()
         name = f"step {self.step}" if self.step else "before training"
-        self._bar.write(f"{name}: " + ", ".join(f"{k} {v:.4f}" for k, v in val.items()) +
-                        ("; raw parameters: " + ", ".join(f"{k} {v:.4f}" for k, v in
-                                                         record["val_plain"].items())
-                         if "val_plain" in record else ""))
+        self._bar.write(f"{name}: {format_scores(val)}" + (
+            f"; raw parameters: {format_scores(record['val_plain'])}"
+            if "val_plain" in record else ""))
         self._phase = "idle"
 
     # ---- log and figures --------------------------------------------------------------------
@@ -385,7 +403,7 @@ class Trainer:
         plot_predictions(self.val_images[0], self.val_labels[0], prob, self.val_w[0],
                          self.run_dir / "predictions.png",
                          f"validation slice 0 at the best checkpoint: step {self.step}, "
-                         f"Rand error {self.best:.4f}")
+                         f"{self.best_key} {self.best_sign * self.best:.4f}")
 
 
 def final_report(trainer, device):

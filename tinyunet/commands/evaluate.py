@@ -1,7 +1,16 @@
-"""Score a probability stack against ground-truth labels with the ISBI 2012 challenge's metrics.
+"""Score a probability stack against ground-truth labels with the ISBI 2012 challenge's metrics,
+or predicted cells against reference masks with the cell tracking challenge's SEG.
 
     python examples/evaluate.py predictions/volume_prob.tif ../shared/data/isbi2012/train-labels.tif --slices 25-29
     python examples/evaluate.py probs_folder/ labels.tif --json
+    python examples/evaluate.py --seg predictions/ ../shared/data/ctc/DIC-C2DH-HeLa/01_GT/SEG
+
+With --seg, PROBS is the predicted cells (label images, one id per cell: predict.py
+--instances writes them) and LABELS the reference masks: a folder of them (the challenge's
+man_segTTT.tif) or a label stack. Frames are matched by the number in their names (t002_labels
+and man_seg002); predicted frames without a reference are not scored. Prints each frame's SEG,
+cells, merged and split cells, and the whole set's SEG (the mean over every reference cell),
+detection F1 and AP at IoU 0.5 (tinyunet.metrics.seg).
 
 PROBS: a TIFF stack (N, H, W) of P(cell) in [0, 1], as examples/predict.py writes it (1 = cell
 interior, 0 = membrane; an 8-bit stack is read as value / 255), or a folder of such images
@@ -34,6 +43,8 @@ def build_parser():
     ap.add_argument("labels", help="label stack: 0 = membrane, 255 (or 1) = cell")
     ap.add_argument("--slices", help="label slices to score, 0-based: 25-29 or 3,7,9")
     ap.add_argument("--invert", action="store_true", help="PROBS is P(membrane): use 1 - p")
+    ap.add_argument("--seg", action="store_true", help="PROBS are predicted cells and LABELS "
+                    "reference masks: the cell tracking challenge's SEG")
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
     ap.add_argument("--debug", action="store_true", help="show tracebacks of input errors")
     return ap
@@ -85,6 +96,8 @@ def table(res, names):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if args.seg:
+        return main_seg(args)
     probs = as_probabilities(read_stack(args.probs, "PROBS"), args.probs)
     labels = read_stack(args.labels, "LABELS")
     idx = (parse_slices(args.slices, len(labels), "--slices") if args.slices
@@ -118,3 +131,77 @@ def main(argv=None):
           "metric; per-slice\nrows use that t; splits and mergers are pixels at the warping "
           "error's t.")
     return res
+
+
+def frame_numbers(paths, what):
+    """{frame number: path} from the last number in each file name (t002_labels.tif: 2)."""
+    import re
+    out = {}
+    for p in paths:
+        found = re.findall(r"\d+", Path(p).name)
+        if not found:
+            raise UserError(f"{what} {p}: no frame number in the name (e.g. t002_labels.tif, "
+                            f"man_seg002.tif)")
+        out[int(found[-1])] = p
+    return out
+
+
+def read_labels(path, what):
+    """{frame number: (H, W) labels} of a folder of label images, or of a stack's slices."""
+    from ..data.images import image_files, instance_labels
+    path = Path(path)
+    if path.is_dir():
+        files = image_files(path)
+        if not files:
+            raise UserError(f"{what} {path}: the folder holds no label images")
+        frames = {t: read_stack(p, what) for t, p in frame_numbers(files, what).items()}
+    else:
+        stack = read_stack(path, what)
+        frames = {t: stack[t:t + 1] for t in range(len(stack))}
+    out = {}
+    for t, stack in frames.items():
+        if len(stack) != 1:
+            raise UserError(f"{what} frame {t}: a stack of {len(stack)} where one label image is "
+                            f"expected")
+        try:
+            out[t] = instance_labels(stack[0], f"{what} frame {t}")
+        except DataError as e:
+            raise UserError(str(e)) from None
+    return out
+
+
+def main_seg(args):
+    """Predicted cells against reference masks: SEG, F1 and AP at IoU 0.5, per frame and all."""
+    pred = read_labels(args.probs, "PROBS")
+    ref = read_labels(args.labels, "LABELS")
+    missing = sorted(set(ref) - set(pred))
+    if missing:
+        raise UserError(f"PROBS has no prediction for the reference frames {missing[:10]} "
+                        f"(found frames {sorted(pred)[:10]}{' ...' if len(pred) > 10 else ''})")
+    frames = sorted(ref)
+    for t in frames:
+        if pred[t].shape != ref[t].shape:
+            raise UserError(f"frame {t}: the prediction is {pred[t].shape[0]}x{pred[t].shape[1]} "
+                            f"but the reference is {ref[t].shape[0]}x{ref[t].shape[1]}")
+    per = [metrics.seg(pred[t], ref[t]) for t in frames]
+    ms = [metrics.merged_and_split_cells(pred[t], ref[t])[0] for t in frames]
+    cells = [c for r in per for c in r["per_cell"]]     # every reference cell of every frame
+    tp = sum(r["tp"] for r in per)
+    n_ref, n_pred = sum(r["reference"] for r in per), sum(r["predicted"] for r in per)
+    total = dict(seg=float(np.mean([c[2] for c in cells])) if cells else float("nan"),
+                 f1=2 * tp / (n_ref + n_pred) if n_ref + n_pred else 1.0,
+                 ap50=tp / (n_ref + n_pred - tp) if n_ref + n_pred else 1.0)
+    result = dict(seg=total["seg"], f1=total["f1"], ap50=total["ap50"],
+                  frames=[dict(frame=t, seg=r["seg"], reference=r["reference"],
+                               predicted=r["predicted"], merged=m["merges"], split=m["splits"])
+                          for t, r, m in zip(frames, per, ms)])
+    if args.json:
+        print(json.dumps(dict(result, probs=str(args.probs), labels=str(args.labels)), indent=1))
+        return result
+    print(f"{'frame':>6s} {'SEG':>7s} {'cells':>6s} {'found':>6s} {'merged':>7s} {'split':>6s}")
+    for f in result["frames"]:
+        print(f"{f['frame']:6d} {f['seg']:7.4f} {f['reference']:6d} {f['predicted']:6d} "
+              f"{f['merged']:7d} {f['split']:6d}")
+    print(f"{'all':>6s} {result['seg']:7.4f}   SEG: mean Jaccard index of every reference cell "
+          f"(0 when unmatched); F1 {result['f1']:.4f}, AP50 {result['ap50']:.4f} at IoU 0.5")
+    return result

@@ -2,12 +2,16 @@
 
     python examples/predict.py runs/<run>/best.npz ../shared/data/isbi2012/test-volume.tif --tta
     python examples/predict.py best.npz image.png --out pred --tile 572 --device gpu
+    python examples/predict.py runs/<cells run>/best.npz ../shared/data/ctc/DIC-C2DH-HeLa/01 --instances
     python examples/predict.py best.npz volume.zarr                     # blockwise, with dask
     python examples/predict.py best.npz volume.zarr --scheduler tcp://10.0.0.5:8786 --chunk 1,1024,1024
 
 An image or a TIFF stack that fits the memory budget is segmented in memory and written as
 OUT/<name>_prob.tif (float32, P(cell) per slice) with OUT/<name>_overlay.png (the first slice,
-predicted membranes in red). A zarr store, a TIFF larger than the budget, or --chunk,
+predicted membranes in red); a folder of frames gives one OUT/<frame>_prob.tif per frame. With
+--instances (a model trained on instance masks) the output is the cells, one id each:
+OUT/<name>_labels.tif (uint16), the connected components of P(cell) > --threshold with the
+separation borders given back (tinyunet.infer.label_cells). A zarr store, a TIFF larger than the budget, or --chunk,
 --scheduler or --format zarr go through tinyunet.volume.predict_volume (dask, block by block;
 pip install 'tinyunet[volume]') into OUT/<name>_prob.zarr.
 
@@ -24,13 +28,15 @@ from pathlib import Path
 import numpy as np
 
 from ..checkpoint import CheckpointError, model_from_checkpoint, trained_on
-from ..cli import ArgumentParser, at_least, block_shape, device, memory_size
+from ..cli import ArgumentParser, at_least, block_shape, device, memory_size, number
 from ..data import load_stack, normalise
+from ..data.images import image_files
 from ..errors import UserError
 from ..files import check_writable
-from ..infer import choose_tile, covering_tile, predict_tiled
+from ..infer import choose_tile, covering_tile, label_cells, predict_tiled
 from ..model import check_input_size
 
+probability = number("in (0, 1)", lambda v: 0 < v < 1)
 HINT = "give the best.npz or latest.npz of a training run (runs/<run>/best.npz)"
 
 
@@ -54,6 +60,13 @@ def build_parser():
                     help="Z,Y,X voxels per block for predict_volume (default: from the tile)")
     ap.add_argument("--scheduler", help="a dask.distributed scheduler address, e.g. "
                                         "tcp://10.0.0.5:8786 (default: this machine)")
+    cells = ap.add_argument_group("cells (a model trained on instance masks)")
+    cells.add_argument("--instances", action="store_true", help="write the cells, one id each "
+                       "(<name>_labels.tif, uint16), not P(cell)")
+    cells.add_argument("--threshold", type=probability, default=0.5,
+                       help="P(cell) above which a pixel is a cell (0.5)")
+    cells.add_argument("--min-cell", type=at_least(0), help="drop cells smaller than this many "
+                       "px (default: the run's --min-cell)")
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
     return ap
 
@@ -74,22 +87,33 @@ def main(argv=None):
     source = Path(args.image)
     if not source.exists():
         raise UserError(f"no such image: {source}")
+    frames = None                                    # a folder of frames: one output each
     if source.is_dir() and not is_zarr(source):
-        raise UserError(f"{source} is a folder: give an image (PNG, TIFF), a TIFF stack or a "
-                        f"zarr store")
+        frames = image_files(source)
+        if not frames:
+            raise UserError(f"{source} is a folder with no images in it: give an image (PNG, "
+                            f"TIFF), a TIFF stack, a folder of frames or a zarr store")
     big_tiff = source.is_file() and source.suffix.lower() in (".tif", ".tiff") and \
         4 * source.stat().st_size > args.memory
-    blockwise = (is_zarr(source) or big_tiff or args.format == "zarr" or args.chunk is not None
-                 or args.scheduler is not None)
+    blockwise = frames is None and (is_zarr(source) or big_tiff or args.format == "zarr" or
+                                    args.chunk is not None or args.scheduler is not None)
+    if args.instances and blockwise:
+        raise UserError("--instances labels cells in memory, frame by frame: give an image, a "
+                        "stack or a folder of frames, not a volume for blockwise prediction")
     fmt = args.format if args.format != "auto" else ("zarr" if blockwise else "tif")
     out = Path(args.out) if args.out else Path(args.checkpoint).parent / "predictions"
-    name = source.name.split(".")[0] or "prediction"
-    targets = [out / f"{name}_prob.{fmt}"] + ([out / f"{name}_overlay.png"]
-                                             if not blockwise else [])
+    suffix = "labels" if args.instances else "prob"
+    names = ([p.name.split(".")[0] for p in frames] if frames
+             else [source.name.split(".")[0] or "prediction"])
+    targets = [out / f"{n}_{suffix}.{fmt}" for n in names]
+    if frames is None and not blockwise:
+        targets.append(out / f"{names[0]}_overlay.png")
     existing = [str(t) for t in targets if t.exists()]
     if existing and not args.overwrite:
-        raise UserError(f"{', '.join(existing)} exists: choose another --out, or pass "
-                        f"--overwrite to replace it")
+        shown = ", ".join(existing[:3]) + (f" and {len(existing) - 3} more" if len(existing) > 3
+                                           else "")
+        raise UserError(f"{shown} exists: choose another --out, or pass --overwrite to replace "
+                        f"it")
     try:
         check_writable(out)
     except ValueError as e:
@@ -99,37 +123,59 @@ def main(argv=None):
               f"real EM images: its predictions on real data mean little", file=sys.stderr)
     if blockwise:
         return predict_blockwise(model, meta, source, out, targets[0], fmt, args)
-    return predict_in_memory(model, meta, source, out, targets, args)
+    return predict_in_memory(model, meta, frames or [source], out, targets, args)
 
 
-def predict_in_memory(model, meta, source, out, targets, args):
-    """An image or a stack, slice by slice: <name>_prob.tif and the overlay of the first."""
-    from ..plots import plot_overlay
+def _read(path):
     try:
-        stack = load_stack(source)
+        return load_stack(path)
     except (OSError, ValueError, SyntaxError, EOFError) as e:
-        raise UserError(f"{source} is not an image tinyunet can read (PNG, JPEG or TIFF): "
+        raise UserError(f"{path} is not an image tinyunet can read (PNG, JPEG or TIFF): "
                         f"{type(e).__name__}: {e}") from None
-    h, w = stack.shape[1:]
+
+
+def predict_in_memory(model, meta, paths, out, targets, args):
+    """Images, stacks or the frames of a folder, slice by slice: P(cell) (<name>_prob.tif) or,
+    with --instances, the cells (<name>_labels.tif, uint16), one file per input; the overlay
+    of the first slice for a single input."""
+    import tifffile
+
+    from ..plots import plot_overlay
+    stacks = [_read(p) for p in paths]               # every file is read before one is written
+    h, w = max(s.shape[1] for s in stacks), max(s.shape[2] for s in stacks)
     try:
         tile = args.tile or choose_tile(model, args.memory, args.batch,
                                         covering_tile(max(h, w), model.depth))
     except ValueError as e:
         raise UserError(f"{e}: raise --memory or give a --tile") from None
-    x = normalise(stack, meta["mean"], meta["std"])
-    probs, times = [], []
-    for k, img in enumerate(x):
-        t0 = time.perf_counter()
-        probs.append(predict_tiled(model, img, tile=tile, batch=args.batch, tta=args.tta,
-                                   channel=1))
-        times.append(time.perf_counter() - t0)
-        print(f"slice {k + 1}/{len(x)}: {times[-1]:.2f} s", flush=True)
-    probs = np.stack(probs).astype(np.float32)
+    recipe = meta.get("train_config") or {}
+    border = recipe.get("border", 2)
+    min_cell = args.min_cell if args.min_cell is not None else recipe.get("min_cell", 0)
+    times, n = [], sum(len(s) for s in stacks)
     out.mkdir(parents=True, exist_ok=True)
-    import tifffile
-    tifffile.imwrite(targets[0], probs, photometric="minisblack")
-    plot_overlay(stack[0], probs[0], targets[1])
-    print(f"wrote {targets[0]} and {targets[1]}; {np.median(times):.2f} s per {h}x{w} slice "
+    for stack, target in zip(stacks, targets):
+        probs = []
+        for img in normalise(stack, meta["mean"], meta["std"]):
+            t0 = time.perf_counter()
+            probs.append(predict_tiled(model, img, tile=tile, batch=args.batch, tta=args.tta,
+                                       channel=1))
+            times.append(time.perf_counter() - t0)
+            print(f"slice {len(times)}/{n}: {times[-1]:.2f} s", flush=True)
+        probs = np.stack(probs).astype(np.float32)
+        if args.instances:
+            cells = np.stack([label_cells(p, args.threshold, border, min_cell) for p in probs])
+            if cells.max() > np.iinfo(np.uint16).max:
+                raise UserError(f"{target}: {cells.max()} cells do not fit uint16 labels")
+            cells = cells[0] if len(cells) == 1 else cells     # a frame: 2-D, as man_seg
+            tifffile.imwrite(target, cells.astype(np.uint16), photometric="minisblack",
+                             compression="zlib")
+        else:
+            tifffile.imwrite(target, probs, photometric="minisblack")
+    if len(targets) > len(stacks):
+        plot_overlay(stacks[0][0], probs[0], targets[-1])
+    shown = (f"{targets[0]} and {targets[1]}" if len(targets) == 2 else
+             f"{len(stacks)} files into {out}")
+    print(f"wrote {shown}; {np.median(times):.2f} s per {h}x{w} slice "
           f"(median, tile {tile}, {'TTA, ' if args.tta else ''}{model.device})")
 
 

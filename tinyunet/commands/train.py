@@ -66,6 +66,10 @@ def build_parser():
     study.add_argument("--warmup", type=at_least(0), help="linear warm-up steps")
     study.add_argument("--w0", type=non_negative_float, help="weight map's border weight (10)")
     study.add_argument("--sigma", type=positive_float, help="weight map's border width in px (5)")
+    study.add_argument("--border", type=at_least(0), help="instance labels: the separation "
+                       "border's width between touching cells, px (2)")
+    study.add_argument("--min-cell", type=at_least(0), help="instance labels: predicted cells "
+                       "smaller than this many px are dropped (validation, prediction)")
     study.add_argument("--ema", type=fraction, help="decay of the parameters' moving average "
                        "(e.g. 0.999), which the run validates and ships; 0: off")
     ap.add_argument("--val-every", type=at_least(1), help="steps between validations")
@@ -83,7 +87,8 @@ def build_parser():
 
 # the flags that set a TrainConfig field of the same name
 RECIPE = ("steps", "lr", "optimizer", "weighting", "val_every", "seed", "tile", "base_channels",
-          "depth", "dropout", "momentum", "lr_schedule", "warmup", "w0", "sigma", "ema")
+          "depth", "dropout", "momentum", "lr_schedule", "warmup", "w0", "sigma", "ema", "border",
+          "min_cell")
 
 
 def main(argv=None):
@@ -164,6 +169,7 @@ def make_config(args, saved, dev, data):
     """The run's TrainConfig: a new run's preset with the flags given, or a resumed run's
     config.json with the flags it may change; a UserError names a flag that does not fit."""
     overrides = {k: getattr(args, k) for k in RECIPE if getattr(args, k) is not None}
+    overrides["labels"] = data["labels"]                 # membranes or instances: the data's
     if args.no_elastic:
         overrides["elastic"] = False
     if args.val_tta:
@@ -185,4 +191,4 @@ def make_config(args, saved, dev, data):
 
 
 def _fmt(m):
-    return ", ".join(f"{k} {v:.4g}" for k, v in m.items())
+    return ", ".join(f"{k} {v}" if isinstance(v, int) else f"{k} {v:.4g}" for k, v in m.items())

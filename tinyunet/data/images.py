@@ -29,7 +29,8 @@ class DataNotFoundError(DataError, FileNotFoundError):
 
 
 def load_stack(path):
-    """A 2-D image or a multi-page TIFF as (N, H, W); PNG/JPEG through matplotlib."""
+    """A 2-D image or a multi-page TIFF as (N, H, W), in the file's own dtype (8- or 16-bit,
+    float); TIFF through tifffile, PNG and JPEG through imagecodecs."""
     path = Path(path)
     if not path.exists():
         raise DataNotFoundError(f"no such file: {path}")
@@ -40,16 +41,15 @@ def load_stack(path):
             import tifffile
             arr = tifffile.imread(path)
         else:
-            import matplotlib.image as mpimg
-            arr = mpimg.imread(path)
+            import imagecodecs
+            codec = {".png": "png", ".jpg": "jpeg8", ".jpeg": "jpeg8"}.get(path.suffix.lower())
+            arr = imagecodecs.imread(path, codec=codec)
     except Exception as e:
-        raise DataError(f"{path}: cannot read it as an image ({type(e).__name__}: {e}); valid "
+        why = (str(e).splitlines() or [""])[0]
+        raise DataError(f"{path}: cannot read it as an image ({type(e).__name__}: {why}); valid "
                         f"formats are {IMAGE_FORMATS}") from None
-    if path.suffix.lower() not in (".tif", ".tiff"):
-        if arr.dtype != np.uint8 and arr.max() <= 1.0:        # PNGs load as floats in [0, 1]
-            arr = np.rint(arr * 255).astype(np.uint8)
-        if arr.ndim == 3:                                    # RGB(A) -> grey
-            arr = arr[..., :3].mean(axis=-1).astype(arr.dtype)
+    if path.suffix.lower() not in (".tif", ".tiff") and arr.ndim == 3:   # RGB(A) -> grey
+        arr = arr[..., :3].mean(axis=-1).astype(arr.dtype)
     if arr.ndim == 2:
         arr = arr[None]
     if arr.ndim != 3:
@@ -69,6 +69,24 @@ def validate_labels(labels, name="labels", cell=(255,)):
                         f"{' or '.join(map(str, cell))} (cell interior); found also "
                         f"{extra[:10]}{' ...' if len(extra) > 10 else ''}")
     return labels
+
+
+def instance_labels(mask, where):
+    """An instance mask as int32 (0 = background, one id per cell); a DataError if its values
+    are not whole numbers >= 0."""
+    mask = np.asarray(mask)
+    if mask.dtype.kind == "f":
+        if not np.all(np.isfinite(mask)) or np.any(mask != np.round(mask)):
+            raise DataError(f"{where}: instance labels must be whole numbers (one id per cell), "
+                            f"got {mask.dtype} values such as {mask[mask != np.round(mask)][:3]}")
+    elif mask.dtype.kind not in "iub":
+        raise DataError(f"{where}: instance labels must be integers, got {mask.dtype}")
+    if mask.size and mask.min() < 0:
+        raise DataError(f"{where}: instance labels must be >= 0 (0 = background), found "
+                        f"{int(mask.min())}")
+    if mask.size and mask.max() > np.iinfo(np.int32).max:
+        raise DataError(f"{where}: instance ids up to {int(mask.max())} do not fit int32")
+    return mask.astype(np.int32)
 
 
 def labels_to_classes(labels):
@@ -91,7 +109,7 @@ def check_folder(folder):
         raise DataError(f"{folder} is a file, not a folder")
 
 
-def load_pairs(folder, image_glob="*image*", label_glob="*label*"):
+def load_pairs(folder, image_glob="*image*", label_glob="*label*", kind="membranes"):
     """A folder of image/label pairs (PNG or TIFF), matched by sorted file name.
 
     By default images are the files whose name contains "image" and labels those containing
@@ -106,7 +124,10 @@ def load_pairs(folder, image_glob="*image*", label_glob="*label*"):
         raise DataError(f"{folder}: {len(imgs)} image files but {len(labs)} label files "
                         f"(matching {image_glob!r} and {label_glob!r})")
     images = load_images(imgs)
-    labels = load_images(labs, lambda stack, p: validate_labels(stack, str(p)))
+    if kind == "membranes":
+        labels = load_images(labs, lambda stack, p: validate_labels(stack, str(p)))
+    else:
+        labels = load_images(labs, lambda stack, p: instance_labels(stack, str(p)))
     check_pair(images, labels, str(folder))
     return images, labels
 

@@ -8,42 +8,23 @@ grey-value change (gain and offset) of the image.
 """
 import numpy as np
 
-from ..config import WEIGHTINGS
 from ..kernels.elastic import deform_grid, random_displacement
-from ..kernels.weight_map import class_weight_map, instances_from_mask, weight_map
-from .images import labels_to_classes
-
-
-def loss_weights(labels, weighting="paper", w0=10.0, sigma=5.0):
-    """Per-image loss weights (N, H, W) float32 for ISBI labels (255 = cell).
-
-    "paper": eq. 2 (balanced w_c plus the border term); "balanced": w_c alone; "none": ones.
-    """
-    if weighting not in WEIGHTINGS:
-        raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
-    out = []
-    for lab in labels:
-        inst = instances_from_mask(lab, foreground=255)
-        if weighting == "paper":
-            out.append(weight_map(inst, w0=w0, sigma=sigma))
-        else:
-            out.append(class_weight_map(inst, "balanced" if weighting == "balanced" else None))
-    return np.stack(out)
 
 
 class TileSampler:
-    """Draws (x, labels, weights) training samples from normalised images.
+    """Draws (x, classes, weights) training samples from normalised images.
 
-    images: float32 (N, H, W), normalised; labels: ISBI labels uint8 (N, H, W); weights: float32
-    (N, H, W) (see loss_weights). tile: input tile size T; out: its output size O.
+    images: float32 (N, H, W), normalised; classes: uint8 (N, H, W), 0 or 1; weights: float32
+    (N, H, W) (data.targets.targets makes both from label images). tile: input tile size T;
+    out: its output size O.
     """
 
-    def __init__(self, images, labels, weights, tile, out, elastic=True, sigma=10.0, grid=3,
+    def __init__(self, images, classes, weights, tile, out, elastic=True, sigma=10.0, grid=3,
                  flips=True, grey=True):
         if (tile - out) % 2:
             raise ValueError(f"tile {tile} and output {out} must differ by an even number")
         self.images = np.asarray(images, np.float32)
-        self.classes = labels_to_classes(labels).astype(np.uint8)
+        self.classes = np.asarray(classes, np.uint8)
         self.weights = np.asarray(weights, np.float32)
         self.tile, self.out, self.margin = tile, out, (tile - out) // 2
         self.elastic, self.sigma, self.grid = elastic, sigma, grid

@@ -1,22 +1,36 @@
 """What a run trains and validates on: the data source, the slices, and the record of both.
 
-A source is the built-in synthetic set ("synthetic", with its seed) or a folder: the ISBI files
-(train-volume.tif, train-labels.tif) or *image* / *label* pairs. By default the last sixth of
-the slices (at least one) validates and the rest trains (ISBI: 0-24 and 25-29). A run records
-its data (`choose_data`'s record: the source, the slices, the synthetic set's seed, a
-fingerprint of the images and labels) in config.json, and a resumed run takes exactly that data:
-a source, slices or files that differ from the record are a DataError.
+A source is the built-in synthetic set ("synthetic", with its seed) or a folder:
+
+    the ISBI files          train-volume.tif, train-labels.tif: membrane labels (0 / 255)
+    a challenge set         sequences NN/ with NN_GT/SEG/ reference masks (data/ctc.py):
+                            instance labels, only the annotated frames
+    *image* / *mask* pairs  instance masks (0 = background, one id per cell)
+    *image* / *label* pairs membrane labels (0 = membrane, 255 = cell interior)
+
+The frames ("slices") are numbered in the source's order (for a challenge set: by sequence and
+time). By default the last sixth of them (at least one) validates and the rest trains (ISBI:
+0-24 and 25-29); frames with partial annotations never validate by default. A run records its
+data (`choose_data`'s record: the source, the kind of labels, the slices, the synthetic set's
+seed, a fingerprint of the images and labels) in config.json, and a resumed run takes exactly
+that data: a source, slices or files that differ from the record are a DataError.
 
 The messages name the command-line flags (--data, --train-slices, ...) as the commands show them.
 """
 import hashlib
+from collections import namedtuple
 from pathlib import Path
 
 import numpy as np
 
+from .ctc import is_ctc_set, load_ctc
 from .images import DataError, load_pairs
 from .isbi import default_isbi_dir, load_isbi
 from .synthetic import synthetic_em
+
+# images (N, H, W); labels (N, H, W); kind: "membranes" or "instances" (data/targets.py);
+# description; names of the frames; partial: per frame, whether its annotation is partial
+Data = namedtuple("Data", "images labels kind description names partial")
 
 SYNTHETIC = dict(n=12, size=256)             # the built-in set: 12 slices of 256 x 256
 
@@ -42,8 +56,8 @@ def choose_data(data=None, train_slices=None, val_slices=None, data_seed=None, r
         raise DataError(f"--data-seed {seed} is not this run's ({run.get('seed')})")
     if seed is None:
         seed = run.get("seed") if run else 0
-    images, labels, name = load_source(source, data, seed)
-    n = len(images)
+    loaded = load_source(source, data, seed)
+    images, labels, n = loaded.images, loaded.labels, len(loaded.images)
     picked = {}
     for flag, spec, key in [("--train-slices", train_slices, "train_slices"),
                             ("--val-slices", val_slices, "val_slices")]:
@@ -58,17 +72,17 @@ def choose_data(data=None, train_slices=None, val_slices=None, data_seed=None, r
                 raise DataError(f"{source} now has {n} slices, fewer than the run's {flag[2:]} "
                                 f"{run[key]}: its data have changed") from None
         elif chosen is None:
-            chosen = default_split(n)[key == "val_slices"]
+            chosen = default_split(n, loaded.partial)[key == "val_slices"]
         picked[key] = chosen
     tr, va = picked["train_slices"], picked["val_slices"]
     train, val = (images[tr], labels[tr]), (images[va], labels[va])
-    record = dict(source=source, train_slices=slice_spec(tr), val_slices=slice_spec(va),
-                  seed=seed if source == "synthetic" else None,
+    record = dict(source=source, labels=loaded.kind, train_slices=slice_spec(tr),
+                  val_slices=slice_spec(va), seed=seed if source == "synthetic" else None,
                   fingerprint=fingerprint(*train, *val))
     if run and run.get("fingerprint") != record["fingerprint"]:
         raise DataError(f"the images or labels in {source} have changed since the run in "
                         f"{run_name} was made: it resumes only on the same data")
-    return record, (train, val), name
+    return record, (train, val), loaded.description
 
 
 def data_source(arg):
@@ -81,10 +95,11 @@ def data_source(arg):
 
 
 def load_source(source, arg=None, seed=0):
-    """(images, labels, description) of a data source; a DataError if it cannot be used."""
+    """The Data of a source ("synthetic" or a folder); a DataError if it cannot be used."""
     if source == "synthetic":
         images, labels = synthetic_em(seed=seed, **SYNTHETIC)
-        return images, labels, "synthetic EM (built in)"
+        return Data(images, labels, "membranes", "synthetic EM (built in)", None,
+                    [False] * len(images))
     folder = Path(source)
     shown = (f"--data {arg}" if arg else "the run's data") + (f" ({folder})" if arg != source
                                                               else "")
@@ -97,21 +112,36 @@ def load_source(source, arg=None, seed=0):
                         f"train-labels.tif, or *image* / *label* pairs")
     if (folder / "train-volume.tif").exists() or (folder / "train-labels.tif").exists():
         images, labels, _ = load_isbi(folder)
-        return images, labels, f"ISBI 2012 ({folder})"
+        return Data(images, labels, "membranes", f"ISBI 2012 ({folder})", None,
+                    [False] * len(images))
+    if is_ctc_set(folder):
+        images, labels, names, partial = load_ctc(folder)
+        return Data(images, labels, "instances", f"cell tracking challenge set ({folder}): "
+                    f"{len(names)} annotated frames, {sum(partial)} partial", names, partial)
     if not any(p.is_file() for p in folder.glob("*image*")):
         raise DataError(f"{shown} holds neither the ISBI files (train-volume.tif, "
-                        f"train-labels.tif) nor *image* / *label* pairs (PNG, TIFF or JPEG)")
+                        f"train-labels.tif), a cell tracking challenge set (NN/ beside "
+                        f"NN_GT/SEG/), *image* / *mask* pairs nor *image* / *label* pairs (PNG, "
+                        f"TIFF or JPEG)")
+    if any(p.is_file() for p in folder.glob("*mask*")):
+        images, labels = load_pairs(folder, label_glob="*mask*", kind="instances")
+        return Data(images, labels, "instances", f"image/mask pairs ({folder})", None,
+                    [False] * len(images))
     images, labels = load_pairs(folder)
-    return images, labels, f"image/label pairs ({folder})"
+    return Data(images, labels, "membranes", f"image/label pairs ({folder})", None,
+                [False] * len(images))
 
 
-def default_split(n):
-    """(train, val) slices: the last sixth (at least one slice) validates, the rest trains."""
+def default_split(n, partial=None):
+    """(train, val) slices: the last sixth of the fully annotated slices (at least one)
+    validates, the rest trains."""
     if n < 2:
         raise DataError(f"the data has only {n} slice, too few to split: give --train-slices 0 "
                         f"and --val-slices 0 to train and validate on it")
+    full = [i for i in range(n) if not (partial and partial[i])]
     n_val = max(1, n // 6)
-    return list(range(n - n_val)), list(range(n - n_val, n))
+    val = full[-n_val:] if len(full) > n_val else [n - 1]
+    return [i for i in range(n) if i not in val], val
 
 
 def parse_slices(spec, n, flag="--slices"):

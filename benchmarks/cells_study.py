@@ -1,0 +1,78 @@
+"""The cells study (issue 18, docs/15-cells.md): the paper's second experiment on the cell
+tracking challenge's DIC-HeLa and PhC-U373, from their instance masks.
+
+    python benchmarks/cells_study.py --list            # the runs and their commands
+    python benchmarks/cells_study.py presets --jobs 2  # --preset cells on each set
+    python benchmarks/cells_study.py weights --jobs 2  # DIC-HeLa: class balance alone, no weights
+    python benchmarks/cells_study.py --table           # results/cells_study.md
+
+Every run trains on the reference frames of the one sequence each set has here and validates on
+frames of the same sequence (DIC-HeLa 01: frames 39 and 54, slices 6,7; PhC-U373 02: frames 77,
+92, 112, the default: the last sixth of the fully annotated frames). Runs resume; finished ones
+are skipped (study.py).
+"""
+import argparse
+import json
+
+from study import RESULTS, ROOT, run_all, run_dir_of
+
+CTC = ROOT.parent / "shared" / "data" / "ctc"
+SETS = {"hela": [str(CTC / "DIC-C2DH-HeLa"), "--val-slices", "6,7"],
+        "u373": [str(CTC / "PhC-C2DH-U373")]}
+RUNS = {
+    "presets/hela": SETS["hela"],
+    "presets/u373": SETS["u373"],
+    # the paper's claim: the border term of eq. 2 is what separates touching cells
+    "weights/hela-balanced": SETS["hela"] + ["--weighting", "balanced"],
+    "weights/hela-none": SETS["hela"] + ["--weighting", "none"],
+}
+
+
+def commands(group):
+    return {name: ["--data"] + argv + ["--preset", "cells"] for name, argv in RUNS.items()
+            if group == "all" or name.startswith(group + "/")}
+
+
+def table():
+    rows = []
+    for name, argv in commands("all").items():
+        run = run_dir_of(name)
+        if run is None or not (run / "final_metrics.json").exists():
+            continue
+        cfg = json.loads((run / "config.json").read_text())
+        log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+        secs = max((r["seconds"] for r in log if "seconds" in r), default=float("nan"))
+        m = json.loads((run / "final_metrics.json").read_text())
+        last = m["last"]
+        rows.append(f"| {name} | {cfg['weighting']} | {cfg['steps']} | {secs / 60:.0f} | "
+                    f"{last['plain']['seg']:.4f} / {last['tta']['seg']:.4f} | "
+                    f"{last['plain']['f1']:.3f} / {last['tta']['f1']:.3f} | "
+                    f"{m['step']} | {m['plain']['seg']:.4f} / {m['tta']['seg']:.4f} |")
+    head = ("| run | weighting | steps | minutes | SEG, last checkpoint (plain / TTA) | F1 at IoU "
+            "0.5 (last) | best step | SEG, best checkpoint (plain / TTA) |\n"
+            "|---|---|---|---|---|---|---|---|")
+    text = head + "\n" + "\n".join(rows) + "\n"
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "cells_study.md").write_text(text)
+    print(text)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("group", nargs="?", default="presets", choices=["presets", "weights", "all"])
+    ap.add_argument("--jobs", type=int, default=1, help="runs at once (threads each: cores/jobs)")
+    ap.add_argument("--list", action="store_true", help="print the commands and stop")
+    ap.add_argument("--table", action="store_true", help="write the results table and stop")
+    args = ap.parse_args()
+    if args.table:
+        return table()
+    runs = commands(args.group)
+    if args.list:
+        for name, argv in runs.items():
+            print(f"{name}: python examples/train_isbi.py " + " ".join(argv))
+        return
+    run_all(runs, args.jobs)
+
+
+if __name__ == "__main__":
+    main()
