@@ -21,7 +21,6 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import tinyunet                                                   # noqa: E402
 from tinyunet.data import default_isbi_dir, load_stack           # noqa: E402
@@ -80,7 +79,7 @@ def main():
     tm = None
     if not a.no_torch and a.device == "cpu":
         import torch
-        from torch_unet import TorchUNet
+        from tinyunet.torch_unet import TorchUNet
         torch.set_num_threads(os.cpu_count())
         tm = TorchUNet()
         tm.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in model.state_dict().items()})

@@ -17,7 +17,6 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
 def setup(base, size, seed=0):
@@ -40,14 +39,14 @@ def tiny_step(model, x, labels, weights):
 
 def torch_setup(model, x, labels, weights):
     import torch
-    from torch_unet import TorchUNet
+    from tinyunet.torch_unet import TorchUNet
     tm = TorchUNet(base_channels=model.config["base_channels"])
     tm.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in model.state_dict().items()})
     return tm, torch.from_numpy(x), torch.from_numpy(labels), torch.from_numpy(weights)
 
 
 def torch_step(tm, x, labels, weights):
-    from torch_unet import weighted_loss
+    from tinyunet.torch_unet import weighted_loss
     tm.zero_grad(set_to_none=True)
     loss = weighted_loss(tm(x), labels, weights)
     loss.backward()

@@ -14,9 +14,9 @@ are skipped (study.py).
 import argparse
 import json
 
-from study import RESULTS, ROOT, run_all, run_dir_of
+from study import CTC_DIR as CTC
+from study import RESULTS, run_all, run_dir_of
 
-CTC = ROOT.parent / "shared" / "data" / "ctc"
 SETS = {"hela": [str(CTC / "DIC-C2DH-HeLa"), "--val-slices", "6,7"],
         "u373": [str(CTC / "PhC-C2DH-U373")]}
 RUNS = {
@@ -61,6 +61,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("group", nargs="?", default="presets", choices=["presets", "weights", "all"])
     ap.add_argument("--jobs", type=int, default=1, help="runs at once (threads each: cores/jobs)")
+    ap.add_argument("--threads", type=int, help="threads per run (default: cores / jobs)")
     ap.add_argument("--list", action="store_true", help="print the commands and stop")
     ap.add_argument("--table", action="store_true", help="write the results table and stop")
     args = ap.parse_args()
@@ -71,7 +72,7 @@ def main():
         for name, argv in runs.items():
             print(f"{name}: python examples/train_isbi.py " + " ".join(argv))
         return
-    run_all(runs, args.jobs)
+    run_all(runs, args.jobs, args.threads)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))         # torch_unet.py beside this file
 SECTIONS = ("tests", "parity", "host_sync", "resume", "speed")
 SPIN_S = 2.0
 # the issue's targets (issue 23): tinyunet / PyTorch
@@ -181,7 +180,7 @@ def speed_child(mode, reps):
 
     import tinyunet
     from tinyunet.infer import covering_tile, predict_tiled
-    from torch_unet import TorchUNet, weighted_loss
+    from tinyunet.torch_unet import TorchUNet, weighted_loss
     tf32 = mode == "tf32"
     torch.backends.cuda.matmul.allow_tf32 = tf32
     torch.backends.cudnn.allow_tf32 = tf32

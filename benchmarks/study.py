@@ -15,6 +15,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "runs" / "study"
+CTC_DIR = ROOT.parent / "shared" / "data" / "ctc"       # the cell tracking challenge's sets
 RESULTS = ROOT / "benchmarks" / "results"
 
 
@@ -46,9 +47,9 @@ def run_one(name, argv, threads):
     return name, f"exit {rc} after {(time.time() - t0) / 60:.1f} min"
 
 
-def run_all(runs, jobs):
-    """Run {name: argv} `jobs` at a time (threads each: cores / jobs), in order."""
-    threads = max(1, (os.cpu_count() or 2) // jobs)
+def run_all(runs, jobs, threads=None):
+    """Run {name: argv} `jobs` at a time (threads each: cores / jobs unless given), in order."""
+    threads = threads or max(1, (os.cpu_count() or 2) // jobs)
     with ThreadPoolExecutor(jobs) as pool:
         for name, status in pool.map(lambda kv: run_one(*kv, threads), runs.items()):
             print(f"{name}: {status}", flush=True)

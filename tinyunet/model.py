@@ -68,6 +68,24 @@ def check_input_size(h, depth=4, what="input size"):
                          f"(see tinyunet.valid_input_sizes(depth={depth}))")
 
 
+def crop_margins(depth=4):
+    """Px the centre crop takes from each side of the skip map at each level i (0 at the top):
+    the same for every valid input size (88, 40, 16, 4 for depth 4, top level first)."""
+    h = valid_input_sizes(depth, max_size=2 ** (depth + 3) + 200)[0]
+    sizes, s = [], h
+    for _ in range(depth):                          # the skip maps, top down
+        s -= 4
+        sizes.append(s)
+        s //= 2
+    s -= 4
+    crops = [0] * depth
+    for i in reversed(range(depth)):                # the upsampled maps, bottom up
+        s *= 2
+        crops[i] = (sizes[i] - s) // 2
+        s -= 4
+    return crops
+
+
 def margin(tile, depth=4):
     """Pixels a tile of `tile` px loses on each side to the valid convolutions: (T - O) / 2
     (92 for the paper's 572 -> 388). The output pixel (i, j) sees the input window centred on

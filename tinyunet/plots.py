@@ -254,6 +254,63 @@ def plot_overlay(image, prob, path):
     mpimg.imsave(path, np.clip(rgb, 0, 1))
 
 
+def plot_cell_targets(image, instances, classes, weights, figsize=(17, 4.6)):
+    """The paper's fig. 3 for instance labels: the image, the reference cells (a colour each),
+    the training target (cells white, separation borders red, unannotated cells grey) and the
+    weight map. Returns the matplotlib Figure."""
+    from matplotlib.figure import Figure
+    instances = np.asarray(instances)
+    target = np.stack([np.asarray(classes, float)] * 3, axis=-1)
+    border = (instances > 0) & (np.asarray(classes) == 0)
+    target[border] = (0.9, 0.1, 0.1)
+    target[instances < 0] = 0.45
+    fig = Figure(figsize=figsize)
+    ax = fig.subplots(1, 4)
+    ax[0].imshow(image, cmap="gray")
+    ax[1].imshow(instance_colours(instances))
+    ax[2].imshow(target)
+    im = ax[3].imshow(weights, cmap="magma")
+    fig.colorbar(im, ax=ax[3], fraction=0.046, pad=0.03)
+    for a, title in zip(ax, ("image", "reference cells (instances)",
+                             "target: cells, separation borders (red)", "weight map (eq. 2)")):
+        a.set_title(title)
+        a.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def plot_cell_merges(image, pred, ref, title="", figsize=(11, 5.4)):
+    """Predicted cells over the reference: reference cells the prediction merges (red), splits
+    (blue), matches (grey), with the predicted cells' outlines in yellow; the image beside it.
+    Returns the matplotlib Figure."""
+    from matplotlib.figure import Figure
+
+    from .metrics import merged_and_split_cells
+    pred, ref = np.asarray(pred), np.asarray(ref)
+    ms = merged_and_split_cells(pred, ref)[0]
+    rgb = np.zeros(ref.shape + (3,))
+    rgb[ref > 0] = 0.5
+    rgb[np.isin(ref, ms["merged"]) & (ref > 0)] = (0.85, 0.2, 0.2)
+    rgb[np.isin(ref, ms["split"]) & (ref > 0)] = (0.2, 0.4, 0.9)
+    edge = np.zeros(pred.shape, bool)
+    edge[:-1] |= pred[:-1] != pred[1:]
+    edge[:, :-1] |= pred[:, :-1] != pred[:, 1:]
+    rgb[edge] = (1.0, 0.85, 0.0)
+    fig = Figure(figsize=figsize)
+    ax = fig.subplots(1, 2)
+    ax[0].imshow(image, cmap="gray")
+    ax[0].set_title("image")
+    ax[1].imshow(rgb)
+    ax[1].set_title(f"{ms['merges']} reference cells merged (red), {ms['splits']} split (blue); "
+                    f"predicted outlines yellow", fontsize=9)
+    for a in ax:
+        a.axis("off")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 def layer_memory(model, size=572, itemsize=4):
     """[(layer, input MiB, im2col columns MiB, output MiB)] for every 3x3 conv of `model` at a
     size x size input (batch 1): what a layer could keep for its backward pass."""

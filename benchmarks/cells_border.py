@@ -1,0 +1,46 @@
+"""What the separation border costs and what it buys, before any training (issue 18).
+
+    python benchmarks/cells_border.py          # -> benchmarks/results/cells_border.md
+
+For each width b: the training targets of every fully annotated reference frame (cells minus
+their separation borders, data/targets.py), turned back into cells as a prediction would be
+(infer.label_cells: connected components, specks under 100 px dropped, the band grown back by b
+px), scored against the reference masks with SEG. A perfect network reaches this score and no
+more; b = 0 (no border) shows how many touching cells the plain foreground merges.
+"""
+import numpy as np
+
+from study import CTC_DIR, RESULTS
+from tinyunet import metrics
+from tinyunet.data.ctc import load_ctc
+from tinyunet.data.targets import instance_classes
+from tinyunet.infer import label_cells
+
+WIDTHS = (0, 1, 2, 3, 4)
+
+
+def main():
+    rows = []
+    for name in ("DIC-C2DH-HeLa", "PhC-C2DH-U373"):
+        _, inst, _, partial = load_ctc(CTC_DIR / name)
+        full = inst[[i for i, p in enumerate(partial) if not p]]
+        for b in WIDTHS:
+            classes = [instance_classes(r, b) for r in full]
+            cells = np.stack([label_cells(c.astype(float), 0.5, grow=b, min_pixels=100)
+                              for c in classes])
+            res = metrics.seg(cells, full)
+            merged = sum(m["merges"] for m in metrics.merged_and_split_cells(cells, full))
+            band = np.mean([((r > 0) & (c == 0)).sum() / (r > 0).sum()
+                            for r, c in zip(full, classes)])
+            rows.append(f"| {name} | {b} | {100 * band:.2f} % | {res['seg']:.4f} | {merged} / "
+                        f"{res['reference']} |")
+    text = ("| set | border width b (px) | cell pixels in the band | SEG of the targets "
+            "made cells again | reference cells merged |\n|---|---|---|---|---|\n"
+            + "\n".join(rows) + "\n")
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "cells_border.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

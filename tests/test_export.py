@@ -1,0 +1,120 @@
+"""Export (tinyunet.export): ONNX built node by node and TorchScript equal tinyunet's own float64
+forward pass at several valid sizes and a batch of 2; a bioimage.io package passes the model
+zoo's own test, and fails it with a wrong output size or with weights that differ; the console
+command."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tinyunet import UNet
+from tinyunet.checkpoint import save_checkpoint
+from tinyunet.optim import SGD
+
+from .cli_helpers import run_example
+
+onnx = pytest.importorskip("onnx", reason="the 'export' extra: pip install 'tinyunet[export]'")
+pytest.importorskip("onnxruntime")
+from tinyunet import export                       # noqa: E402
+
+
+def trained_like(depth=2, base=4, seed=1):
+    """A small network with non-zero biases (an export that drops them must fail)."""
+    model = UNet(base_channels=base, depth=depth, seed=seed)
+    rng = np.random.default_rng(seed)
+    for k, v in model.params.items():
+        if k.endswith("bias"):
+            v[...] = rng.standard_normal(v.shape) * 0.1
+    return model
+
+
+@pytest.mark.parametrize("depth", [1, 2, 4])
+def test_onnx_equals_tinyunet(tmp_path, depth):
+    model = trained_like(depth=depth, base=2 if depth == 4 else 4)
+    path = export.to_onnx(model, tmp_path / "m.onnx")
+    proto = onnx.load(str(path))
+    assert proto.ir_version == 8 and proto.opset_import[0].version == 17
+    assert {n.op_type for n in proto.graph.node} <= {"Conv", "Relu", "MaxPool", "ConvTranspose",
+                                                     "Slice", "Concat", "Softmax"}
+    dims = [d.dim_param or d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", 1, "height", "width"]                 # dynamic batch and space
+    assert export.check_export(model, export.onnx_runner(path)) <= 1e-5
+
+
+def test_a_wrong_export_fails_the_check(tmp_path):
+    model = trained_like()
+    path = export.to_onnx(model, tmp_path / "m.onnx")
+    other = trained_like(seed=2)
+    assert export.check_export(other, export.onnx_runner(path)) > 1e-3
+
+
+def test_torchscript_equals_tinyunet(tmp_path):
+    pytest.importorskip("torch", reason="TorchScript needs the 'torch' extra")
+    model = trained_like()
+    path = export.to_torchscript(model, tmp_path / "m.pt")
+    assert export.check_export(model, export.torchscript_runner(path)) <= 1e-5
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    model = trained_like(depth=2, base=4)
+    path = tmp_path / "run" / "best.npz"
+    path.parent.mkdir()
+    save_checkpoint(path, model, SGD(model, 0.01), 7,
+                    dict(mean=0.5, std=0.2, train_config=dict(steps=7, tile=92)))
+    return path
+
+
+def zoo_test(package):
+    from bioimageio.core import test_model
+    return test_model(str(package / "rdf.yaml")).status
+
+
+def test_a_bioimageio_package_passes_the_zoo_test_and_fails_it_when_wrong(checkpoint, tmp_path):
+    import yaml
+    package = export.to_bioimageio(checkpoint, tmp_path / "pkg", formats=("onnx",))
+    names = {p.name for p in package.iterdir()}
+    assert {"rdf.yaml", "model.onnx", "test_input.npy", "test_output.npy", "README.md",
+            "cover.png"} <= names
+    doc = yaml.safe_load((package / "rdf.yaml").read_text())
+    raw, out = doc["inputs"][0], doc["outputs"][0]
+    assert raw["axes"][2]["size"] == dict(min=44, step=4)          # valid sizes of depth 2
+    assert out["axes"][2]["size"] == dict(tensor_id="raw", axis_id="y", offset=-40)
+    assert raw["preprocessing"][-1] == dict(id="ensure_dtype", kwargs=dict(dtype="float32"))
+    assert doc["cite"][0]["doi"] == export.PAPER_DOI and doc["license"] == "MIT"
+    assert zoo_test(package) == "passed"
+    # a wrong output size: the zoo's test must fail
+    wrong = dict(doc)
+    wrong["outputs"][0]["axes"][2]["size"]["offset"] = -36
+    (package / "rdf.yaml").write_text(yaml.safe_dump(wrong, sort_keys=False))
+    assert zoo_test(package) != "passed"
+    # weights that differ from the test tensors: fails too
+    package2 = export.to_bioimageio(checkpoint, tmp_path / "pkg2", formats=("onnx",))
+    export.to_onnx(trained_like(seed=5), package2 / "model.onnx")
+    assert zoo_test(package2) != "passed"              # "valid-format": runs, differs
+
+
+def test_the_export_command(checkpoint, tmp_path, capsys):
+    from tinyunet.commands.export import main
+    code, out, err = run_example(main, [checkpoint, "--format", "onnx", "--out",
+                                        tmp_path / "m.onnx"], capsys)
+    assert code == 0 and "within" in out, err
+    code, _, err = run_example(main, [checkpoint, "--format", "onnx", "--out",
+                                      tmp_path / "m.onnx"], capsys)
+    assert code == 2 and "m.onnx exists" in err
+    code, _, err = run_example(main, [tmp_path / "none.npz", "--format", "onnx", "--out",
+                                      tmp_path / "x.onnx"], capsys)
+    assert code == 2 and "no checkpoint at" in err
+
+
+def test_the_console_command():
+    p = subprocess.run([sys.executable, "-m", "tinyunet", "--help"], capture_output=True,
+                       text=True)
+    assert p.returncode == 0 and "train     train a U-Net" in p.stdout
+    p = subprocess.run([sys.executable, "-m", "tinyunet", "fly"], capture_output=True, text=True)
+    assert p.returncode == 2 and "unknown command 'fly'" in p.stderr
+    p = subprocess.run([sys.executable, "-m", "tinyunet", "train", "--steps", "0"],
+                       capture_output=True, text=True)
+    assert p.returncode == 2 and p.stderr == ("error: argument --steps: must be at least 1, got "
+                                              "0 (see --help)\n")
