@@ -14,6 +14,8 @@ SIGINT handler there, as it would for a Ctrl-C typed at that moment. POINT is on
     validate    predicting a validation slice
     checkpoint  writing a checkpoint (the temporary file is open)
     twice       two Ctrl-C in a row between a step's forward and backward pass
+    sigterm     SIGTERM (what schedulers and `timeout` send) between forward and backward
+    sighup      SIGHUP (a closed terminal) there
 """
 import os
 import signal
@@ -33,8 +35,9 @@ from tinyunet.cli import run_cli                # noqa: E402
 from tinyunet.commands.train import main as train_main  # noqa: E402
 
 
-def sigint_on_call(owner, name, k, times=1):
-    """Wrap owner.name so that its k-th call sends SIGINT `times` times before it does its work."""
+def sigint_on_call(owner, name, k, times=1, signum=signal.SIGINT):
+    """Wrap owner.name so that its k-th call sends `signum` `times` times before it does its
+    work."""
     original = getattr(owner, name)
     calls = [0]
 
@@ -42,7 +45,7 @@ def sigint_on_call(owner, name, k, times=1):
         calls[0] += 1
         if calls[0] == k:
             for _ in range(times):
-                os.kill(os.getpid(), signal.SIGINT)
+                os.kill(os.getpid(), signum)
         return original(*args, **kwargs)
 
     setattr(owner, name, wrapper)
@@ -54,10 +57,14 @@ def main():
     signal.signal(signal.SIGINT, signal.default_int_handler)
     targets = {"sample": (samples, "deform_grid"), "loss": (train, "softmax_cross_entropy"),
                "optimizer": (optim._Optimizer, "_grad"), "validate": (train, "predict_tiled"),
-               "checkpoint": (np, "savez"), "twice": (train, "softmax_cross_entropy")}
+               "checkpoint": (np, "savez"), "twice": (train, "softmax_cross_entropy"),
+               "sigterm": (train, "softmax_cross_entropy"),
+               "sighup": (train, "softmax_cross_entropy")}
+    signums = {"sigterm": signal.SIGTERM, "sighup": signal.SIGHUP}
     if point != "none":
         owner, name = targets[point]
-        sigint_on_call(owner, name, k, times=2 if point == "twice" else 1)
+        sigint_on_call(owner, name, k, times=2 if point == "twice" else 1,
+                       signum=signums.get(point, signal.SIGINT))
     # the "tiny" preset shrunk further, so that a child runs in a few seconds
     config.PRESETS["tiny"] = dict(base_channels=4, depth=2, tile=92, lr=0.003, warmup=3,
                                   log_every=4)

@@ -14,15 +14,24 @@ import math
 import os
 import re
 import sys
+import warnings
 
-from .errors import UserError
+from .errors import DataWarning, UserError
 
 
 def run_cli(main, argv=None):
-    """Call main(argv); a UserError becomes `error: <message>` on stderr and exit status 2."""
+    """Call main(argv); a UserError becomes `error: <message>` on stderr and exit status 2, a
+    DataWarning a line `warning: <message>`."""
     argv = sys.argv[1:] if argv is None else list(argv)
+
+    def show(message, category, *args, **kwargs):
+        print(f"warning: {message}", file=sys.stderr)
+
     try:
-        return main(argv)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", DataWarning)
+            warnings.showwarning = show
+            return main(argv)
     except UserError as e:
         if "--debug" in argv:
             raise

@@ -245,13 +245,14 @@ def plot_predictions(image, label, prob, weights, path, title):
 
 def plot_overlay(image, prob, path):
     """The grey image with the pixels predicted as membrane (P(cell) < 0.5) tinted red, saved
-    as an RGB image at the image's own size (predict.py's <name>_overlay.png)."""
+    as an RGB PNG at the image's own size (predict.py's <name>_overlay.png); `path` a file name
+    or an open binary file."""
     import matplotlib.image as mpimg
     grey = np.asarray(image, np.float32) / max(float(np.max(image)), 1.0)
     rgb = np.stack([grey] * 3, axis=-1)
     membrane = np.asarray(prob) < 0.5
     rgb[membrane] = 0.6 * rgb[membrane] + 0.4 * np.array([1.0, 0.0, 0.0])
-    mpimg.imsave(path, np.clip(rgb, 0, 1))
+    mpimg.imsave(path, np.clip(rgb, 0, 1), format="png")
 
 
 def plot_cell_targets(image, instances, classes, weights, figsize=(17, 4.6)):

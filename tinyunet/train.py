@@ -29,6 +29,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
 import signal
 import sys
 import threading
@@ -41,9 +42,10 @@ from . import backend
 from .checkpoint import (CheckpointError, checkpoint_meta, load_checkpoint, model_from_checkpoint,
                          rng_state, save_checkpoint)
 from .config import learning_rate
-from .data.images import normalisation, normalise
+from .data.images import grey_range, normalisation, normalise
 from .data.samples import TileSampler
 from .data.targets import targets
+from .errors import UserError
 from .files import atomic_write, check_writable
 from .infer import label_cells, predict_tiled
 from .metrics import evaluate, seg
@@ -93,18 +95,62 @@ def run_step(run_dir):
     return checkpoint_meta(Path(run_dir) / "latest.npz")["step"]
 
 
+# the signals that stop a run cleanly: Ctrl-C, and what schedulers, `timeout` and a closed
+# terminal send before they kill a job
+STOP_SIGNALS = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP"}
+
+
+class Stopped(KeyboardInterrupt):
+    """A run stopped by a signal (or a KeyboardInterrupt); `signum` says which (None: not a
+    signal), the message what was saved. A command exits with status 128 + signum (130 for
+    Ctrl-C, 143 for SIGTERM, 129 for SIGHUP)."""
+
+    def __init__(self, message, signum=None):
+        super().__init__(message)
+        self.signum = signum
+
+
 @contextlib.contextmanager
-def _sigint_calls(handler):
-    """Call handler(signum, frame) on SIGINT (Ctrl-C) inside the block, instead of raising
-    KeyboardInterrupt wherever the program happens to be."""
+def _stop_signals(handler):
+    """Call handler(signum, frame) on SIGINT, SIGTERM and SIGHUP inside the block, instead of
+    dying (or raising KeyboardInterrupt) wherever the program happens to be."""
     if threading.current_thread() is not threading.main_thread():
         yield                                         # only the main thread receives signals
         return
-    old = signal.signal(signal.SIGINT, handler)
+    old = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, old)
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+class RunLock:
+    """One process at a time trains a run: an exclusive lock (flock) on <run>/.lock, held from
+    the Trainer's start to the end of its run() (or close(), or the process's end). A second
+    Trainer of the run meanwhile, in any process, gets a UserError."""
+
+    def __init__(self, run_dir):
+        import fcntl
+        self.path = Path(run_dir) / ".lock"
+        self._file = open(self.path, "a+")
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.seek(0)
+            holder = self._file.read().strip() or "another process"
+            self._file.close()
+            raise UserError(f"the run in {run_dir} is being trained by {holder}: two processes "
+                            f"would write one run's checkpoints; wait for it to end, or stop it "
+                            f"(Ctrl-C saves it)") from None
+        self._file.seek(0)
+        self._file.truncate()
+        self._file.write(f"process {os.getpid()} (since {time.strftime('%Y-%m-%d %H:%M:%S')})")
+        self._file.flush()
+
+    def close(self):
+        if not self._file.closed:
+            self._file.close()                        # closing releases the lock
 
 
 BEST = {"membranes": ("rand_error", 1), "instances": ("seg", -1)}
@@ -137,6 +183,7 @@ class Trainer:
         self.val_images, self.val_labels = val
         self.out = output_size(cfg.tile, cfg.depth)
         self.mean, self.std = normalisation(train_images)
+        self.image_dtype = str(np.asarray(train_images).dtype)   # what predict.py will expect
         self.model = UNet(base_channels=cfg.base_channels, depth=cfg.depth, dropout=cfg.dropout,
                           seed=cfg.seed, device=cfg.device)
         self.opt = (SGD(self.model, cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -157,6 +204,8 @@ class Trainer:
                                    weights, cfg.tile, self.out, elastic=cfg.elastic)
         self.val_x = normalise(self.val_images, self.mean, self.std)
         self.val_w = targets(self.val_labels, weighting="paper", **kind)[1]
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.lock = RunLock(self.run_dir)            # before anything of the run is read or written
         if resume:
             self._resume()
         else:
@@ -170,12 +219,19 @@ class Trainer:
     def _extra(self):
         data_rng = self._rng_before if self._sample is not None else rng_state(self.rng)
         return dict(data_rng=data_rng, best=self.best, mean=self.mean, std=self.std,
+                    image_dtype=self.image_dtype, grey_range=grey_range(self.image_dtype),
                     losses=[float(loss) for loss in self.losses], val_pending=self.val_pending,
                     log_lines=self.log_lines, train_config=dataclasses.asdict(self.cfg))
 
     def save(self, name="latest.npz"):
-        save_checkpoint(self.run_dir / name, self.model, self.opt, self.step, self._extra(),
-                        self.ema)
+        """Write a checkpoint (atomically); a failed write (a full disk) is a CheckpointError
+        that says what could not be written and that the file before it is intact."""
+        path = self.run_dir / name
+        try:
+            save_checkpoint(path, self.model, self.opt, self.step, self._extra(), self.ema)
+        except OSError as e:
+            raise CheckpointError(f"could not write {path} ({e.strerror or e}): "
+                                  f"{_kept(path)}") from None
         if name == "latest.npz":
             self._saved_step = self.step
 
@@ -217,9 +273,15 @@ class Trainer:
 
     # ---- the loop ---------------------------------------------------------------------------
     def log(self, record):
-        """Append one record to the run's log.jsonl."""
-        with open(self.run_dir / "log.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+        """Append one record to the run's log.jsonl (a failed write: a CheckpointError; the
+        last checkpoint is intact and resumes the log from its own count of lines)."""
+        path = self.run_dir / "log.jsonl"
+        try:
+            with open(path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as e:
+            raise CheckpointError(f"could not write {path} ({e.strerror or e}): "
+                                  f"{_kept(self.run_dir / 'latest.npz')}") from None
         self.log_lines += 1
 
     def train_step(self):
@@ -300,29 +362,33 @@ class Trainer:
                          desc="training", unit="step", dynamic_ncols=True)
         self._t0 = self._last_line = time.perf_counter()
         whole = True                                  # is the state in memory a whole step's?
-        with _sigint_calls(self._on_sigint):
-            try:
-                while True:
-                    if self.val_pending and not self._stop:
-                        self._validate_and_save()
-                    if self._stop or self.step >= self.cfg.steps:
-                        break
-                    self._phase = "step"
-                    self._train_and_log()
-                    self._phase = "idle"
-                    if self.callback is not None:
-                        self.callback(self)
-            except KeyboardInterrupt:                 # see _on_sigint, or from the callback
-                self._stop = True
-                whole = self._phase in ("idle", "validate") and not self._at_once
-            finally:
-                self._bar.close()
-            if self._stop and whole:
+        self._signal = None
+        try:
+            with _stop_signals(self._on_sigint):
                 try:
-                    self._phase = "save"
-                    self.save()
-                except KeyboardInterrupt:             # a second Ctrl-C: the old file stays
-                    whole = False
+                    while True:
+                        if self.val_pending and not self._stop:
+                            self._validate_and_save()
+                        if self._stop or self.step >= self.cfg.steps:
+                            break
+                        self._phase = "step"
+                        self._train_and_log()
+                        self._phase = "idle"
+                        if self.callback is not None:
+                            self.callback(self)
+                except KeyboardInterrupt:                 # see _on_sigint, or from the callback
+                    self._stop = True
+                    whole = self._phase in ("idle", "validate") and not self._at_once
+                finally:
+                    self._bar.close()
+                if self._stop and whole:
+                    try:
+                        self._phase = "save"
+                        self.save()
+                    except KeyboardInterrupt:             # a second Ctrl-C: the old file stays
+                        whole = False
+        finally:
+            self.lock.close()                         # the training's writes are done
         if self._stop:
             where = self.run_dir / "latest.npz"
             if whole:
@@ -331,18 +397,21 @@ class Trainer:
             else:
                 msg = (f"stopped at once at step {self.step}; the last checkpoint, of step "
                        f"{self._saved_step}, is in {where}")
-            raise KeyboardInterrupt(msg)
+            raise Stopped(msg, self._signal)
         return next(r["val"] for r in reversed(self.read_log()) if "val" in r)
 
     def _on_sigint(self, signum, frame):
-        if self._stop:                                # a second Ctrl-C: stop now
+        """Ctrl-C, SIGTERM or SIGHUP: the first finishes the step in progress and saves, a
+        second stops at once."""
+        if self._stop:                                # a second signal: stop now
             self._at_once = True
             raise KeyboardInterrupt
-        self._stop = True
+        self._stop, self._signal = True, signum
         if self._phase == "validate":                 # nothing to finish: it is redone
             raise KeyboardInterrupt
-        self._bar.write("Ctrl-C: stopping after this step and saving it (Ctrl-C again to stop "
-                        "at once)")
+        name = STOP_SIGNALS.get(signum, f"signal {signum}")
+        self._bar.write(f"{name}: stopping after this step and saving it ({name} again to stop "
+                        f"at once)")
 
     def _train_and_log(self):
         """One step; every log_every steps the losses are read back (the only time a step on
@@ -404,6 +473,18 @@ class Trainer:
                          self.run_dir / "predictions.png",
                          f"validation slice 0 at the best checkpoint: step {self.step}, "
                          f"{self.best_key} {self.best_sign * self.best:.4f}")
+
+
+def _kept(path):
+    """What a failed write leaves: the previous file, intact (files.atomic_write)."""
+    path = Path(path)
+    if not path.exists():
+        return "no earlier file of that name was there"
+    try:
+        step = f" of step {checkpoint_meta(path)['step']}" if path.suffix == ".npz" else ""
+    except CheckpointError:
+        step = ""
+    return f"the previous {path.name}{step} is intact (free some space, then --resume)"
 
 
 def final_report(trainer, device):

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data.images import normalise
+from .data.images import DataError, normalise
 from .files import check_writable
 from .infer import SYMMETRIES, choose_tile, covering_tile, mirror_pad, run_tiles
 from .model import check_input_size, margin, output_size, valid_input_sizes
@@ -104,8 +104,13 @@ def _predict_block(block, model, chunks, shape, tile, h, tta, mean, std, dtype, 
                                                     model.depth)
         pads.append((want - got[0], want - got[1]))
         spans.append((r0, n, length, want))
-    x = block
-    if mean is not None:                           # uint8 grey values
+    x = np.asarray(block)
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
+        origin = tuple(sum(c[:i]) for c, i in zip(chunks, block_id))
+        raise DataError(f"the volume's block at {origin}: {int((~np.isfinite(x)).sum())} of "
+                        f"{x.size} voxels are NaN or infinite: a volume must hold finite grey "
+                        f"values")
+    if mean is not None:                           # raw grey values: scaled by their dtype
         x = normalise(x, mean, std)
     x = mirror_pad(np.asarray(x, model.dtype), *pads[0], *pads[1])
     out = np.empty((x.shape[0], spans[0][1], spans[1][1]), dtype)
@@ -270,6 +275,11 @@ def open_volume(path):
             arr = zarr.open(str(path), mode="r")
         else:
             import tifffile
+            with tifffile.TiffFile(path) as tif:
+                axes = tif.series[0].axes
+            if "S" in axes:
+                raise ValueError(f"{path} is a colour TIFF (axes {axes}): blockwise prediction "
+                                 f"takes grey volumes; save it as grey first")
             arr = zarr.open(tifffile.imread(path, aszarr=True), mode="r")
     except Exception as e:                   # zarr/tifffile raise many kinds for a bad store
         raise ValueError(f"{path} is not a zarr array or a TIFF stack that can be read "

@@ -54,7 +54,8 @@ def read_stack(path, what):
     """(N, H, W) from a file or a folder of images; a UserError names PROBS or LABELS."""
     path = Path(path)
     try:
-        return load_folder(path) if path.is_dir() else load_stack(path)
+        # probabilities and labels alike: no colours, and a constant one is no news
+        return load_folder(path, labels=True) if path.is_dir() else load_stack(path, labels=True)
     except DataError as e:
         raise UserError(f"{what}: {e}") from None
 

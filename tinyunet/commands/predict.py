@@ -23,16 +23,17 @@ one. Every argument is checked before anything is written; a mistake prints one 
 """
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from ..checkpoint import CheckpointError, model_from_checkpoint, trained_on
 from ..cli import ArgumentParser, at_least, block_shape, device, memory_size, number
-from ..data import load_stack, normalise
+from ..data import grey_range, load_stack, normalise
 from ..data.images import image_files
-from ..errors import UserError
-from ..files import check_writable
+from ..errors import DataWarning, UserError
+from ..files import atomic_write, check_writable
 from ..infer import choose_tile, covering_tile, label_cells, predict_tiled
 from ..model import check_input_size
 
@@ -142,6 +143,14 @@ def predict_in_memory(model, meta, paths, out, targets, args):
 
     from ..plots import plot_overlay
     stacks = [_read(p) for p in paths]               # every file is read before one is written
+    trained = meta.get("image_dtype")
+    for path, stack in zip(paths, stacks):
+        if trained and stack.dtype != np.dtype(trained):
+            warnings.warn(f"{path} holds {stack.dtype} grey values, the model was trained on "
+                          f"{trained}: both are scaled to [0, 1] by their type's range (/"
+                          f"{grey_range(stack.dtype):g} here, /{grey_range(trained):g} in "
+                          f"training); check that they mean the same brightness",
+                          DataWarning, stacklevel=2)
     h, w = max(s.shape[1] for s in stacks), max(s.shape[2] for s in stacks)
     try:
         tile = args.tile or choose_tile(model, args.memory, args.batch,
@@ -167,16 +176,27 @@ def predict_in_memory(model, meta, paths, out, targets, args):
             if cells.max() > np.iinfo(np.uint16).max:
                 raise UserError(f"{target}: {cells.max()} cells do not fit uint16 labels")
             cells = cells[0] if len(cells) == 1 else cells     # a frame: 2-D, as man_seg
-            tifffile.imwrite(target, cells.astype(np.uint16), photometric="minisblack",
-                             compression="zlib")
+            write(target, lambda f: tifffile.imwrite(f, cells.astype(np.uint16),
+                                                     photometric="minisblack",
+                                                     compression="zlib"))
         else:
-            tifffile.imwrite(target, probs, photometric="minisblack")
+            write(target, lambda f: tifffile.imwrite(f, probs, photometric="minisblack"))
     if len(targets) > len(stacks):
-        plot_overlay(stacks[0][0], probs[0], targets[-1])
+        write(targets[-1], lambda f: plot_overlay(stacks[0][0], probs[0], f))
     shown = (f"{targets[0]} and {targets[1]}" if len(targets) == 2 else
              f"{len(stacks)} files into {out}")
     print(f"wrote {shown}; {np.median(times):.2f} s per {h}x{w} slice "
           f"(median, tile {tile}, {'TTA, ' if args.tta else ''}{model.device})")
+
+
+def write(path, writer):
+    """Write an output atomically (files.atomic_write): a failed write (a full disk) leaves no
+    half-written file and is one line that names it."""
+    try:
+        atomic_write(path, writer)
+    except OSError as e:
+        raise UserError(f"could not write {path} ({e.strerror or e}): nothing was left in its "
+                        f"place; free some space and run again") from None
 
 
 def predict_blockwise(model, meta, source, out, target, fmt, args):
@@ -208,11 +228,17 @@ def predict_blockwise(model, meta, source, out, target, fmt, args):
               f"{f' on {args.scheduler}' if client else ''}", flush=True)
         t0 = time.perf_counter()
         if fmt == "zarr":
-            save_volume(prob, target, overwrite=args.overwrite)
+            try:
+                save_volume(prob, target, overwrite=args.overwrite)
+            except OSError as e:
+                raise UserError(f"could not write {target} ({e.strerror or e}): the store is "
+                                f"incomplete; free some space and run again with --overwrite"
+                                ) from None
         else:
             out.mkdir(parents=True, exist_ok=True)
             import tifffile
-            tifffile.imwrite(target, prob.compute(), photometric="minisblack")
+            result = prob.compute()
+            write(target, lambda f: tifffile.imwrite(f, result, photometric="minisblack"))
         dt = time.perf_counter() - t0
         print(f"wrote {target}; {z * h * w / dt:,.0f} voxels/s ({dt:.1f} s, "
               f"{'TTA, ' if args.tta else ''}{model.device})")

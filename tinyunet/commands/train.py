@@ -19,6 +19,7 @@ and ends with the numbers an uninterrupted run would have. A mistake in the argu
 data prints one line `error: ...` and exits with status 2 (--debug shows the traceback).
 """
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -129,7 +130,7 @@ def main(argv=None):
         resume = (f"\ncontinue with: {RESUME} {run_dir}" if (run_dir / "latest.npz").exists()
                   else "")
         print(f"\ninterrupted: {why}{resume}", file=sys.stderr)
-        raise SystemExit(130)
+        raise SystemExit(128 + (getattr(e, "signum", None) or signal.SIGINT))
     averaged = " (moving average)" if cfg.ema else ""
     for what, res in (("best", final), ("last", final["last"])):
         print(f"{what} checkpoint{averaged} (step {res['step']}): {_fmt(res['plain'])}")

@@ -66,13 +66,14 @@ def load_ctc(folder, sequences=None):
             if not frame.exists():
                 raise DataNotFoundError(f"{mask_path} has no frame: {frame} does not exist")
             image = _one(load_stack(frame), frame)
-            mask = instance_labels(_one(load_stack(mask_path), mask_path), mask_path)
+            mask = instance_labels(_one(load_stack(mask_path, labels=True), mask_path),
+                                   mask_path)
             if mask.shape != image.shape:
                 raise DataError(f"{mask_path} is {mask.shape[0]}x{mask.shape[1]} but its frame "
                                 f"{frame.name} is {image.shape[0]}x{image.shape[1]}")
             silver = folder / f"{seq}_ST" / "SEG" / mask_path.name
             if silver.exists():
-                mask = mark_unannotated(mask, _one(load_stack(silver), silver))
+                mask = mark_unannotated(mask, _one(load_stack(silver, labels=True), silver))
             images.append(image)
             instances.append(mask)
             names.append(f"{seq}/t{t.group(1)}")

@@ -6,14 +6,17 @@ what was found. Data that cannot be used raises DataError (a ValueError; DataNot
 a missing file or folder, is also a FileNotFoundError): the message names the file and says what
 is valid, so a command can show it to its user as it is.
 
-Grey values: 8-bit images are scaled to [0, 1] and normalised by the mean and standard deviation
-of the training images (`normalisation`, `normalise`); a checkpoint keeps the two numbers.
+Grey values: integer images are scaled to [0, 1] by their dtype's range (8-bit / 255, 16-bit /
+65535: `grey_range`), floats taken as they are, then normalised by the mean and standard
+deviation of the training images (`normalisation`, `normalise`); a checkpoint keeps the two
+numbers and the dtype the model was trained on.
 """
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError
+from ..errors import DataWarning, UserError
 
 LABEL_VALUES = (0, 255)
 IMAGE_FORMATS = "TIFF (.tif/.tiff: one image or a multi-page stack), PNG or JPEG"
@@ -28,33 +31,67 @@ class DataNotFoundError(DataError, FileNotFoundError):
     """A data file or folder that does not exist."""
 
 
-def load_stack(path):
+def load_stack(path, labels=False):
     """A 2-D image or a multi-page TIFF as (N, H, W), in the file's own dtype (8- or 16-bit,
-    float); TIFF through tifffile, PNG and JPEG through imagecodecs."""
+    float); TIFF through tifffile, PNG and JPEG through imagecodecs. Checked as check_image
+    does: colour images become grey (with a DataWarning), never a stack of rows; labels=True
+    refuses them instead (a label image has no colours to average)."""
     path = Path(path)
     if not path.exists():
         raise DataNotFoundError(f"no such file: {path}")
     if path.is_dir():
         raise DataError(f"{path} is a folder, not an image file ({IMAGE_FORMATS})")
+    colour = False
     try:                            # whatever the readers raise, the file is not a usable image
         if path.suffix.lower() in (".tif", ".tiff"):
             import tifffile
-            arr = tifffile.imread(path)
+            with tifffile.TiffFile(path) as tif:
+                series = tif.series[0]
+                colour = "S" in series.axes and series.shape[series.axes.index("S")] in (3, 4)
+                arr = series.asarray()
+                if colour and series.axes.index("S") != len(series.axes) - 1:
+                    arr = np.moveaxis(arr, series.axes.index("S"), -1)   # planar: samples last
         else:
             import imagecodecs
             codec = {".png": "png", ".jpg": "jpeg8", ".jpeg": "jpeg8"}.get(path.suffix.lower())
             arr = imagecodecs.imread(path, codec=codec)
+            colour = arr.ndim == 3 and arr.shape[-1] in (3, 4)
     except Exception as e:
         why = (str(e).splitlines() or [""])[0]
         raise DataError(f"{path}: cannot read it as an image ({type(e).__name__}: {why}); valid "
                         f"formats are {IMAGE_FORMATS}") from None
-    if path.suffix.lower() not in (".tif", ".tiff") and arr.ndim == 3:   # RGB(A) -> grey
+    return check_image(arr, path, colour=colour, labels=labels)
+
+
+def check_image(arr, where, colour=False, labels=False):
+    """An image or stack as a checked grey (N, H, W) array.
+
+    colour: the last axis holds RGB(A) samples: averaged to grey, with a DataWarning (a label
+    image: a DataError). Non-finite values (NaN, inf) are a DataError that counts them; an image
+    of one value throughout gets a DataWarning (nothing to segment: empty or constant)."""
+    arr = np.asarray(arr)
+    if colour:
+        if labels:
+            raise DataError(f"{where}: a colour image (RGB{'A' if arr.shape[-1] == 4 else ''}) "
+                            f"where a label image (one grey value per class or cell) is expected")
+        warnings.warn(f"{where}: a colour image (RGB{'A' if arr.shape[-1] == 4 else ''}): "
+                      f"segmented as grey, the mean of its R, G and B", DataWarning, stacklevel=3)
         arr = arr[..., :3].mean(axis=-1).astype(arr.dtype)
     if arr.ndim == 2:
         arr = arr[None]
     if arr.ndim != 3:
-        raise DataError(f"{path}: expected a 2-D grey image or a stack (N, H, W), got shape "
+        raise DataError(f"{where}: expected a 2-D grey image or a stack (N, H, W), got shape "
                         f"{arr.shape}")
+    if arr.dtype.kind not in "uifb":
+        raise DataError(f"{where}: pixels of type {arr.dtype} are not grey values")
+    if arr.dtype.kind == "f":
+        bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+        if bad:
+            raise DataError(f"{where}: {bad} of {arr.size} pixels are NaN or infinite: an image "
+                            f"must hold finite grey values")
+    if arr.size and not labels and arr.min() == arr.max():
+        warnings.warn(f"{where}: every pixel is {arr.flat[0]}: an empty or constant image, with "
+                      f"nothing to segment", DataWarning, stacklevel=3)
     return arr
 
 
@@ -125,9 +162,9 @@ def load_pairs(folder, image_glob="*image*", label_glob="*label*", kind="membran
                         f"(matching {image_glob!r} and {label_glob!r})")
     images = load_images(imgs)
     if kind == "membranes":
-        labels = load_images(labs, lambda stack, p: validate_labels(stack, str(p)))
+        labels = load_images(labs, lambda stack, p: validate_labels(stack, str(p)), labels=True)
     else:
-        labels = load_images(labs, lambda stack, p: instance_labels(stack, str(p)))
+        labels = load_images(labs, lambda stack, p: instance_labels(stack, str(p)), labels=True)
     check_pair(images, labels, str(folder))
     return images, labels
 
@@ -140,19 +177,20 @@ def image_files(folder, pattern="*"):
                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def load_folder(folder, pattern="*"):
+def load_folder(folder, pattern="*", labels=False):
     """The images of a folder (sorted by name) as one (N, H, W) stack."""
     paths = image_files(folder, pattern)
     if not paths:
         raise DataNotFoundError(f"{folder}: the folder holds no images (ending "
                                 f"{', '.join(IMAGE_SUFFIXES)})")
-    return load_images(paths)
+    return load_images(paths, labels=labels)
 
 
-def load_images(paths, check=None):
-    """One (N, H, W) array from the stacks of `paths` (check(stack, path) on each, if given);
-    a DataError names the first of another size."""
-    stacks = [load_stack(p) if check is None else check(load_stack(p), p) for p in paths]
+def load_images(paths, check=None, labels=False):
+    """One (N, H, W) array from the stacks of `paths` (check(stack, path) on each, if given;
+    labels: label images, see load_stack); a DataError names the first of another size."""
+    stacks = [load_stack(p, labels) if check is None else check(load_stack(p, labels), p)
+              for p in paths]
     for s, p in zip(stacks, paths):
         if s.shape[1:] != stacks[0].shape[1:]:
             raise DataError(f"{p} is {s.shape[1]}x{s.shape[2]} but {paths[0].name} is "
@@ -161,12 +199,23 @@ def load_images(paths, check=None):
     return np.concatenate(stacks)
 
 
+def grey_range(dtype):
+    """What grey values are divided by to lie in [0, 1]: an integer type's largest value (255
+    for 8-bit images, 65535 for 16-bit ones), 1 for floats (taken as they are)."""
+    dtype = np.dtype(dtype)
+    return float(np.iinfo(dtype).max) if dtype.kind in "ui" else 1.0
+
+
 def normalisation(images):
-    """(mean, std) of the grey values of uint8 images scaled to [0, 1]."""
-    x = np.asarray(images, np.float64) / 255.0
+    """(mean, std) of the grey values of training images scaled to [0, 1] by their dtype's
+    range (grey_range)."""
+    x = np.asarray(images, np.float64) / grey_range(np.asarray(images).dtype)
     return float(x.mean()), float(x.std() or 1.0)
 
 
 def normalise(images, mean, std):
-    """uint8 grey values -> float32 (x / 255 - mean) / std."""
-    return ((np.asarray(images, np.float32) / 255.0 - mean) / std).astype(np.float32)
+    """Grey values -> float32 (x / grey_range(dtype) - mean) / std: an 8-bit image / 255, a
+    16-bit one / 65535, floats as they are."""
+    images = np.asarray(images)
+    scale = grey_range(images.dtype)
+    return ((np.asarray(images, np.float32) / scale - mean) / std).astype(np.float32)

@@ -25,7 +25,8 @@ def load_isbi(data_dir=None):
         raise DataNotFoundError(f"{data_dir}: missing {', '.join(missing)} (the ISBI 2012 "
                                 f"challenge files {', '.join(ISBI_FILES)}; see the README)")
     images = load_stack(data_dir / "train-volume.tif")
-    labels = validate_labels(load_stack(data_dir / "train-labels.tif"), "train-labels.tif")
+    labels = validate_labels(load_stack(data_dir / "train-labels.tif", labels=True),
+                             "train-labels.tif")
     check_pair(images, labels, str(data_dir))
     test = data_dir / "test-volume.tif"
     return images, labels, (load_stack(test) if test.exists() else None)
