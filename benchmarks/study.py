@@ -13,9 +13,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from tinyunet.data.ctc import default_ctc_dir
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "runs" / "study"
-CTC_DIR = ROOT.parent / "shared" / "data" / "ctc"       # the cell tracking challenge's sets
+CTC_DIR = default_ctc_dir()                             # the cell tracking challenge's sets
 RESULTS = ROOT / "benchmarks" / "results"
 
 

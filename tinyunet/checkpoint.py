@@ -131,6 +131,36 @@ def model_from_checkpoint(path, device=None, average=True):
     return model.to(device), meta
 
 
+# the trained models that ship with tinyunet (tinyunet/models/): name -> file
+MODELS = Path(__file__).resolve().parent / "models"
+SHIPPED = {"isbi2012": MODELS / "isbi2012.npz"}
+
+
+def load_model(name_or_path, device=None):
+    """(model, meta) of a shipped model by name ("isbi2012": the cpu recipe trained on all 30
+    ISBI 2012 training slices; meta["provenance"] says how) or of a checkpoint file."""
+    path = SHIPPED.get(str(name_or_path), name_or_path)
+    if str(name_or_path) in SHIPPED and not Path(path).exists():
+        raise CheckpointError(f"the shipped model {name_or_path!r} is not in this installation "
+                              f"({path} is missing)")
+    return model_from_checkpoint(path, device)
+
+
+def ship(checkpoint, out, provenance):
+    """Write the model of a checkpoint as a small file to ship: its parameters (the moving
+    average where the run kept one) in float32, no optimizer state, its configuration and
+    normalisation, and `provenance` (a JSON-able dict: command, commit, steps, scores)."""
+    meta, params, _ = load_checkpoint(checkpoint, average=True)
+    keep = {k: meta[k] for k in ("step", "model", "mean", "std", "image_dtype", "grey_range",
+                                 "train_config") if k in meta}
+    header = dict(format=CHECKPOINT_FORMAT, optimizer=None, dropout_rng=None, ema=None,
+                  provenance=provenance, **keep)
+    arrays = {f"param/{k}": np.asarray(v, np.float32) for k, v in params.items()}
+    arrays["meta"] = np.array(json.dumps(header))
+    atomic_write(out, lambda f: np.savez_compressed(f, **arrays))
+    return Path(out)
+
+
 def trained_on(meta, path):
     """The data source the checkpoint at `path` was trained on ('synthetic' or a folder), as
     its run recorded it: in the header's train_config (train.Trainer saves it there) or in

@@ -1,5 +1,6 @@
 """Segment an image, a stack or a whole volume with a trained checkpoint: P(cell) per pixel.
 
+    python examples/predict.py --model isbi2012 ../shared/data/isbi2012/test-volume.tif
     python examples/predict.py runs/<run>/best.npz ../shared/data/isbi2012/test-volume.tif --tta
     python examples/predict.py best.npz image.png --out pred --tile 572 --device gpu
     python examples/predict.py runs/<cells run>/best.npz ../shared/data/ctc/DIC-C2DH-HeLa/01 --instances
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..checkpoint import CheckpointError, model_from_checkpoint, trained_on
+from ..checkpoint import SHIPPED, CheckpointError, load_model, trained_on
 from ..cli import ArgumentParser, at_least, block_shape, device, memory_size, number
 from ..data import grey_range, load_stack, normalise
 from ..data.images import image_files
@@ -43,8 +44,13 @@ HINT = "give the best.npz or latest.npz of a training run (runs/<run>/best.npz)"
 
 def build_parser():
     ap = ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("checkpoint", help="a .npz checkpoint from examples/train_isbi.py")
-    ap.add_argument("image", help="an image (PNG/TIFF), a multi-page TIFF or a zarr store")
+    ap.add_argument("checkpoint", nargs="?", help="a .npz checkpoint from examples/train_isbi.py "
+                    "(or give --model)")
+    ap.add_argument("image", help="an image (PNG/TIFF), a multi-page TIFF, a folder of frames "
+                                  "or a zarr store")
+    ap.add_argument("--model", choices=sorted(SHIPPED), help="a model that ships with tinyunet "
+                    "instead of a checkpoint: isbi2012 (EM membranes, trained on the 30 ISBI "
+                    "2012 slices)")
     ap.add_argument("--out", help="output folder (default: predictions/ beside the checkpoint)")
     ap.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     ap.add_argument("--tile", type=int,
@@ -76,10 +82,16 @@ def main(argv=None):
     from ..volume import is_zarr
     args = build_parser().parse_args(argv)
     # ---- every argument is checked before anything is written -------------------------------
+    if (args.checkpoint is None) == (args.model is None):
+        raise UserError("give a checkpoint or --model NAME, not both (--model: "
+                        f"{', '.join(sorted(SHIPPED))})" if args.model else
+                        f"give a checkpoint (runs/<run>/best.npz) or --model NAME (one of "
+                        f"{', '.join(sorted(SHIPPED))})")
     try:
-        model, meta = model_from_checkpoint(args.checkpoint, device(args.device))
+        model, meta = load_model(args.model or args.checkpoint, device(args.device))
     except CheckpointError as e:
         raise UserError(f"{e}: {HINT}") from None
+    checkpoint = SHIPPED[args.model] if args.model else Path(args.checkpoint)
     if args.tile is not None:
         try:
             check_input_size(args.tile, model.depth, "--tile")
@@ -102,7 +114,9 @@ def main(argv=None):
         raise UserError("--instances labels cells in memory, frame by frame: give an image, a "
                         "stack or a folder of frames, not a volume for blockwise prediction")
     fmt = args.format if args.format != "auto" else ("zarr" if blockwise else "tif")
-    out = Path(args.out) if args.out else Path(args.checkpoint).parent / "predictions"
+    # beside the checkpoint's run; for a shipped model, ./predictions
+    out = Path(args.out) if args.out else \
+        (Path.cwd() if args.model else checkpoint.parent) / "predictions"
     suffix = "labels" if args.instances else "prob"
     names = ([p.name.split(".")[0] for p in frames] if frames
              else [source.name.split(".")[0] or "prediction"])
@@ -119,8 +133,8 @@ def main(argv=None):
         check_writable(out)
     except ValueError as e:
         raise UserError(str(e)) from None
-    if trained_on(meta, args.checkpoint) == "synthetic":
-        print(f"warning: {args.checkpoint} was trained on the built-in synthetic EM set, not on "
+    if trained_on(meta, checkpoint) == "synthetic":
+        print(f"warning: {checkpoint} was trained on the built-in synthetic EM set, not on "
               f"real EM images: its predictions on real data mean little", file=sys.stderr)
     if blockwise:
         return predict_blockwise(model, meta, source, out, targets[0], fmt, args)

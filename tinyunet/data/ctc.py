@@ -14,6 +14,7 @@ grown by IGNORE_MARGIN px, is marked -1: unannotated, left out of the loss (data
 A frame is partial when it has such a cell. Without a silver truth every frame counts as fully
 annotated.
 """
+import os
 import re
 from pathlib import Path
 
@@ -23,6 +24,15 @@ from scipy import ndimage as ndi
 from .images import DataError, DataNotFoundError, instance_labels, load_stack
 
 IGNORE_MARGIN = 5           # px around an unannotated cell, also left out of the loss
+
+
+def default_ctc_dir():
+    """$TINYUNET_CTC_DIR, else ../shared/data/ctc beside the project checkout: the folder of
+    the challenge's sets (DIC-C2DH-HeLa, PhC-C2DH-U373, ...)."""
+    env = os.environ.get("TINYUNET_CTC_DIR")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[3] / "shared" / "data" / "ctc"
 
 
 def is_ctc_set(folder):
