@@ -91,6 +91,19 @@ def test_the_readme_layout_table_names_every_module_and_folder():
         folder = f.parent.relative_to(ROOT).as_posix()
         assert f"`{f.name}`" in table or f"`{folder}/{f.name}`" in table or \
             f"`{f.stem}`" in table, f"{f.relative_to(ROOT)} is not in the README's layout table"
-    for folder in ("tinyunet/ops/", "kernels/", "tinyunet/data/", "tinyunet/commands/",
-                   "examples/", "benchmarks/", "docs/", "tests/"):
+    packages = sorted(p.parent.relative_to(ROOT).as_posix() + "/"
+                      for p in (ROOT / "tinyunet").rglob("__init__.py"))
+    for folder in [p for p in packages if p != "tinyunet/"] + ["kernels/", "examples/",
+                                                               "benchmarks/", "docs/", "tests/"]:
         assert f"`{folder}`" in table, folder
+
+
+def test_every_package_is_installed():
+    """pyproject.toml lists every folder of tinyunet that is a package (a wheel would lack
+    one it does not list; the editable install used in development would hide that)."""
+    import tomllib
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+                 ["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts)
+             for p in (ROOT / "tinyunet").rglob("__init__.py")} | {"tinyunet.kernels"}
+    assert found == listed
