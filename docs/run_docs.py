@@ -6,10 +6,12 @@
 The test suite (tests/test_docs.py) runs the same function in a temporary folder, so every code
 block in docs/ is executed on every CI run.
 
-A block that shows an error is fenced as ```python raises=ValueError (Markdown renders it as
-plain Python): it must raise that exception, or the page fails. Its last line may be a comment
-with the message the reader will see, `# ValueError: labels must be in [0, 2) ...`; the message
-raised must equal it, "..." standing for any text. The error is printed, as Python would.
+A block that shows an error is fenced as ```python title="raises ValueError" (the site renders
+it as a code block titled "raises ValueError"): it must raise that exception, or the page fails.
+Its last line may be a comment with the message the reader will see,
+`# ValueError: labels must be in [0, 2) ...`; the message raised must equal it, "..." standing
+for any text. The error is printed, as Python would. The old marker ```python raises=ValueError
+is refused: Python-Markdown does not read it as a code fence, and the page renders broken.
 """
 import os
 import re
@@ -19,6 +21,7 @@ from pathlib import Path
 
 DOCS = Path(__file__).resolve().parent
 FENCE = re.compile(r"^```python([^\n]*)\n(.*?)^```", re.S | re.M)
+RAISES = re.compile(r'^\s*title="raises ([A-Za-z_][\w.]*)"\s*$')   # the info string after python
 
 Block = namedtuple("Block", "line source raises")   # raises: an exception name, or None
 
@@ -28,9 +31,12 @@ def code_blocks(page):
     text = Path(page).read_text()
     blocks = []
     for m in FENCE.finditer(text):
-        raises = re.search(r"\braises=([\w.]+)", m.group(1))
-        blocks.append(Block(text[:m.start()].count("\n") + 1, m.group(2),
-                            raises.group(1) if raises else None))
+        line, info = text[:m.start()].count("\n") + 1, m.group(1)
+        raises = RAISES.match(info)
+        if raises is None and "raises" in info:
+            raise ValueError(f"{Path(page).name}:{line}: write a block that shows an error as "
+                             f"```python title=\"raises ValueError\", not ```python{info}")
+        blocks.append(Block(line, m.group(2), raises.group(1) if raises else None))
     return blocks
 
 
@@ -59,7 +65,7 @@ def run_block(block, namespace, where):
                 raise AssertionError(f"{where}: the block shows the message\n  {message}\n"
                                      f"but the error says\n  {e}") from e
     else:
-        raise AssertionError(f"{where}: the block is marked raises={block.raises}, "
+        raise AssertionError(f"{where}: the block is marked \"raises {block.raises}\", "
                              f"but it raised nothing")
 
 

@@ -1,5 +1,6 @@
 """Every ```python block of every page in docs/ runs, in order, at its small size and seed."""
 import importlib.util
+import re
 from pathlib import Path
 
 import pytest
@@ -41,22 +42,47 @@ def _page(tmp_path, body):
     return page
 
 
+RAISES = '```python title="raises ValueError"\n'
+
+
 def test_a_block_marked_raises_fails_when_no_error_comes(tmp_path):
-    quiet = _page(tmp_path, "```python raises=ValueError\nx = int('3')\n```\n")
-    with pytest.raises(AssertionError, match=r"page.md:3: .*raises=ValueError.*raised nothing"):
+    quiet = _page(tmp_path, RAISES + "x = int('3')\n```\n")
+    with pytest.raises(AssertionError, match=r'page.md:3: .*"raises ValueError".*raised nothing'):
         run_docs.run_page(quiet, tmp_path)
-    other = _page(tmp_path, "```python raises=ValueError\n{}['key']\n```\n")
+    other = _page(tmp_path, RAISES + "{}['key']\n```\n")
     with pytest.raises(KeyError):                   # another error is not the one promised
         run_docs.run_page(other, tmp_path)
 
 
 def test_a_block_marked_raises_checks_the_message_it_shows(tmp_path, capsys):
-    good = "```python raises=ValueError\nint('x')\n# ValueError: invalid literal ... 'x'\n```\n"
+    good = RAISES + "int('x')\n# ValueError: invalid literal ... 'x'\n```\n"
     run_docs.run_page(_page(tmp_path, good), tmp_path)
     assert "ValueError: invalid literal for int() with base 10: 'x'" in capsys.readouterr().out
-    stale = "```python raises=ValueError\nint('x')\n# ValueError: labels must be ...\n```\n"
+    stale = RAISES + "int('x')\n# ValueError: labels must be ...\n```\n"
     with pytest.raises(AssertionError, match="shows the message"):
         run_docs.run_page(_page(tmp_path, stale), tmp_path)
+
+
+def test_the_old_raises_marker_is_refused(tmp_path):
+    """```python raises=ValueError is no code fence to Python-Markdown: the page would render
+    broken (a heading from the comment, fences paired wrongly), so the runner refuses it."""
+    for info in (" raises=ValueError", ' title="raises: ValueError"', " title=raises"):
+        page = _page(tmp_path, f"```python{info}\nint('x')\n```\n")
+        with pytest.raises(ValueError, match=r'page.md:3: write .*title="raises ValueError"'):
+            run_docs.code_blocks(page)
+
+
+def test_the_runner_finds_every_raises_block():
+    """Every fence of a page that mentions "raises" is a block the runner checks for its error:
+    none silently becomes a plain block (counted against a grep of the pages' fences)."""
+    total = 0
+    for page in sorted(DOCS.glob("*.md")):
+        fences = re.findall(r"^\s*(?:```|~~~)[^\n]*raises", page.read_text(), re.M)
+        found = [b for b in run_docs.code_blocks(page) if b.raises]
+        assert len(found) == len(fences), f"{page.name}: {len(fences)} raises fences, " \
+                                          f"the runner checks {len(found)}"
+        total += len(found)
+    assert total >= 6                               # 02, 03, 04, 05 (two), 12
 
 
 def test_pages_show_errors_with_raises_blocks():
@@ -64,4 +90,4 @@ def test_pages_show_errors_with_raises_blocks():
     for page in PAGES:
         for block in run_docs.code_blocks(page):
             assert "as e:" not in block.source, (f"{page.name}:{block.line}: show an error with a "
-                                                 f"```python raises=... block (see run_docs.py)")
+                                                 f"```python title=\"raises ...\" block (see run_docs.py)")
