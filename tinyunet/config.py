@@ -5,7 +5,7 @@ The presets are the network, tile and recipe for a machine:
     tiny    TrainConfig's defaults: base 8, depth 3, tile 148, SGD lr 0.004, 400 steps (the
             built-in synthetic set, seconds on a CPU)
     cpu     the laptop study's winner (docs/13-laptop.md): base 16, depth 4, tile 380, Adam
-            lr 5e-4, 18000 steps (two hours on 2 cores)
+            lr 5e-4, 18000 steps (two hours on 2 cores), averaged weights (EMA 0.999)
     paper   the paper's network and tile: base 64, depth 4, tile 572, SGD with momentum 0.99
     cells   touching cells from instance masks (docs/15-cells.md): the cpu network and optimizer,
             10000 steps, averaged weights, separation borders of 2 px
@@ -21,8 +21,9 @@ LR_SCHEDULES = ("constant", "cosine", "step")
 
 PRESETS = {
     "paper": dict(base_channels=64, depth=4, tile=572, lr=0.001, steps=20000),
+    # the averaged weights (ema) from issue 20's study: benchmarks/ema_figures.py, docs/16
     "cpu": dict(base_channels=16, depth=4, tile=380, optimizer="adam", lr=0.0005, steps=18000,
-                val_every=500),
+                val_every=500, ema=0.999),
     "tiny": dict(),                                 # TrainConfig's defaults
     # touching cells (instance labels: the cell tracking challenge's sets, docs/15-cells.md)
     "cells": dict(base_channels=16, depth=4, tile=380, optimizer="adam", lr=0.0005, steps=10000,
