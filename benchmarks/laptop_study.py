@@ -107,6 +107,7 @@ def main():
     ap.add_argument("group", nargs="?", default="short", choices=["short", "long", "ema", "ship", "all"])
     ap.add_argument("--only", nargs="*", help="run only these names (e.g. short/adam)")
     ap.add_argument("--jobs", type=int, default=1, help="runs at once (threads each: cores/jobs)")
+    ap.add_argument("--threads", type=int, help="threads per run (default: cores / jobs)")
     ap.add_argument("--list", action="store_true", help="print the commands and stop")
     ap.add_argument("--table", action="store_true", help="write the results table and stop")
     args = ap.parse_args()
@@ -121,7 +122,7 @@ def main():
                   + " ".join(extra))
         return
     run_all({name: ["--data", "isbi", "--preset", "cpu"] + extra for name, extra in runs.items()},
-            args.jobs)
+            args.jobs, args.threads)
 
 
 if __name__ == "__main__":
