@@ -11,11 +11,8 @@ frames of the same sequence (DIC-HeLa 01: frames 39 and 54, slices 6,7; PhC-U373
 92, 112, the default: the last sixth of the fully annotated frames). Runs resume; finished ones
 are skipped (study.py).
 """
-import argparse
-import json
-
 from study import CTC_DIR as CTC
-from study import RESULTS, run_all, run_dir_of
+from study import cli, finished, write_table
 
 SETS = {"hela": [str(CTC / "DIC-C2DH-HeLa"), "--val-slices", "6,7"],
         "u373": [str(CTC / "PhC-C2DH-U373")]}
@@ -35,45 +32,16 @@ def commands(group):
 
 def table():
     rows = []
-    for name, argv in commands("all").items():
-        run = run_dir_of(name)
-        if run is None or not (run / "final_metrics.json").exists():
-            continue
-        cfg = json.loads((run / "config.json").read_text())
-        log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
-        secs = max((r["seconds"] for r in log if "seconds" in r), default=float("nan"))
-        m = json.loads((run / "final_metrics.json").read_text())
+    for name, argv, run, cfg, minutes, m in finished(commands("all")):
         last = m["last"]
-        rows.append(f"| {name} | {cfg['weighting']} | {cfg['steps']} | {secs / 60:.0f} | "
+        rows.append(f"| {name} | {cfg['weighting']} | {cfg['steps']} | {minutes:.0f} | "
                     f"{last['plain']['seg']:.4f} / {last['tta']['seg']:.4f} | "
                     f"{last['plain']['f1']:.3f} / {last['tta']['f1']:.3f} | "
                     f"{m['step']} | {m['plain']['seg']:.4f} / {m['tta']['seg']:.4f} |")
-    head = ("| run | weighting | steps | minutes | SEG, last checkpoint (plain / TTA) | F1 at IoU "
-            "0.5 (last) | best step | SEG, best checkpoint (plain / TTA) |\n"
-            "|---|---|---|---|---|---|---|---|")
-    text = head + "\n" + "\n".join(rows) + "\n"
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "cells_study.md").write_text(text)
-    print(text)
-
-
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("group", nargs="?", default="presets", choices=["presets", "weights", "all"])
-    ap.add_argument("--jobs", type=int, default=1, help="runs at once (threads each: cores/jobs)")
-    ap.add_argument("--threads", type=int, help="threads per run (default: cores / jobs)")
-    ap.add_argument("--list", action="store_true", help="print the commands and stop")
-    ap.add_argument("--table", action="store_true", help="write the results table and stop")
-    args = ap.parse_args()
-    if args.table:
-        return table()
-    runs = commands(args.group)
-    if args.list:
-        for name, argv in runs.items():
-            print(f"{name}: python examples/train_isbi.py " + " ".join(argv))
-        return
-    run_all(runs, args.jobs, args.threads)
+    write_table("cells_study", "| run | weighting | steps | minutes | SEG, last checkpoint "
+                "(plain / TTA) | F1 at IoU 0.5 (last) | best step | SEG, best checkpoint (plain "
+                "/ TTA) |\n|---|---|---|---|---|---|---|---|", rows)
 
 
 if __name__ == "__main__":
-    main()
+    cli(__doc__, ("presets", "weights", "all"), commands, table)

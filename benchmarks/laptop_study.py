@@ -15,10 +15,7 @@ are set so that each costs about the same time as the baseline's); long runs con
 on two threads); a run's minutes in the table are its own wall-clock time under that sharing.
 Finished runs (a final_metrics.json) are skipped, unfinished ones resume.
 """
-import argparse
-import json
-
-from study import RESULTS, run_all, run_dir_of
+from study import cli, finished, write_table
 
 # short runs: the cpu preset with one change each, at the baseline's time budget
 SHORT_STEPS = 1000
@@ -74,56 +71,27 @@ def table():
     """The results of the finished runs, in the study's order, as a Markdown table (also
     written to benchmarks/results/laptop_study.md)."""
     rows = []
-    for name, extra in commands("all").items():
-        run = run_dir_of(name)
-        if run is None or not (run / "final_metrics.json").exists():
-            continue
-        cfg = json.loads((run / "config.json").read_text())
-        log = [json.loads(l) for l in (run / "log.jsonl").read_text().splitlines()]
-        secs = max((r["seconds"] for r in log if "seconds" in r), default=float("nan"))
-        m = json.loads((run / "final_metrics.json").read_text())
+    for name, extra, run, cfg, minutes, m in finished(commands("all")):
         p, t = m["plain"], m["tta"]
         shown = [a for k, a in enumerate(extra) if a not in ("--steps", "--val-every")
                  and extra[k - 1] not in ("--steps", "--val-every")]
         change = " ".join(shown) or "(the preset)"
         rows.append(f"| {name} | `{change}` | {cfg['optimizer']} | {cfg['steps']} | "
-                    f"{secs / 60:.0f} | {m['step']} | "
+                    f"{minutes:.0f} | {m['step']} | "
                     f"{p['pixel_error']:.4f} / {t['pixel_error']:.4f} | "
                     f"{p['rand_error']:.4f} / {t['rand_error']:.4f} | "
                     f"{p['iou']:.3f} / {t['iou']:.3f} | "
                     f"{p['warping_error']:.5f} / {t['warping_error']:.5f} | "
                     f"{p['v_rand']:.3f} / {t['v_rand']:.3f} |")
-    head = ("| run | settings (beyond `--data isbi --preset cpu`) | optimizer | steps | minutes | "
-            "best step | pixel error (plain / TTA) | Rand error | IoU | warping error | "
-            "V_rand |\n|---|---|---|---|---|---|---|---|---|---|---|")
-    text = head + "\n" + "\n".join(rows) + "\n"
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "laptop_study.md").write_text(text)
-    print(text)
+    write_table("laptop_study", "| run | settings (beyond `--data isbi --preset cpu`) | optimizer "
+                "| steps | minutes | best step | pixel error (plain / TTA) | Rand error | IoU | "
+                "warping error | V_rand |\n|---|---|---|---|---|---|---|---|---|---|---|", rows)
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("group", nargs="?", default="short", choices=["short", "long", "ema", "ship", "all"])
-    ap.add_argument("--only", nargs="*", help="run only these names (e.g. short/adam)")
-    ap.add_argument("--jobs", type=int, default=1, help="runs at once (threads each: cores/jobs)")
-    ap.add_argument("--threads", type=int, help="threads per run (default: cores / jobs)")
-    ap.add_argument("--list", action="store_true", help="print the commands and stop")
-    ap.add_argument("--table", action="store_true", help="write the results table and stop")
-    args = ap.parse_args()
-    if args.table:
-        return table()
-    runs = commands(args.group)
-    if args.only:
-        runs = {k: v for k, v in runs.items() if k in args.only}
-    if args.list:
-        for name, extra in runs.items():
-            print(f"{name}: python examples/train_isbi.py --data isbi --preset cpu "
-                  + " ".join(extra))
-        return
-    run_all({name: ["--data", "isbi", "--preset", "cpu"] + extra for name, extra in runs.items()},
-            args.jobs, args.threads)
+def isbi_commands(group):
+    return {name: ["--data", "isbi", "--preset", "cpu"] + extra
+            for name, extra in commands(group).items()}
 
 
 if __name__ == "__main__":
-    main()
+    cli(__doc__, ("short", "long", "ema", "ship", "all"), isbi_commands, table)

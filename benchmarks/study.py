@@ -6,6 +6,8 @@ Each run is one `examples/train_isbi.py` command whose run directory lives in ru
 (final_metrics.json) is skipped, an unfinished one resumes. --jobs 2 runs two commands at once,
 one thread each: on 2 cores that has 1.35x the throughput of one run on two threads.
 """
+import argparse
+import json
 import os
 import subprocess
 import sys
@@ -55,3 +57,50 @@ def run_all(runs, jobs, threads=None):
     with ThreadPoolExecutor(jobs) as pool:
         for name, status in pool.map(lambda kv: run_one(*kv, threads), runs.items()):
             print(f"{name}: {status}", flush=True)
+
+
+def finished(runs):
+    """(name, argv, run directory, config, minutes, final_metrics) of the finished runs of
+    {name: argv}, in order."""
+    for name, argv in runs.items():
+        run = run_dir_of(name)
+        if run is None or not (run / "final_metrics.json").exists():
+            continue
+        log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+        secs = max((r["seconds"] for r in log if "seconds" in r), default=float("nan"))
+        yield (name, argv, run, json.loads((run / "config.json").read_text()), secs / 60,
+               json.loads((run / "final_metrics.json").read_text()))
+
+
+def write_table(name, head, rows):
+    """A Markdown table into results/<name>.md, printed too (none of its runs finished here:
+    the committed table is kept)."""
+    if not rows:
+        print(f"no finished runs of {name} in {OUT}: {RESULTS / (name + '.md')} is kept")
+        return
+    text = head + "\n" + "\n".join(rows) + "\n"
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.md").write_text(text)
+    print(text)
+
+
+def cli(doc, groups, commands, table, shown_prefix=""):
+    """A study's command line: GROUP [--jobs N] [--threads N] [--list] [--table]."""
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
+    ap.add_argument("group", nargs="?", default=groups[0], choices=list(groups))
+    ap.add_argument("--only", nargs="*", help="run only these names (e.g. short/adam)")
+    ap.add_argument("--jobs", type=int, default=1, help="runs at once (threads each: cores/jobs)")
+    ap.add_argument("--threads", type=int, help="threads per run (default: cores / jobs)")
+    ap.add_argument("--list", action="store_true", help="print the commands and stop")
+    ap.add_argument("--table", action="store_true", help="write the results table and stop")
+    args = ap.parse_args()
+    if args.table:
+        return table()
+    runs = commands(args.group)
+    if args.only:
+        runs = {k: v for k, v in runs.items() if k in args.only}
+    if args.list:
+        for name, argv in runs.items():
+            print(f"{name}: python examples/train_isbi.py {shown_prefix}{' '.join(argv)}")
+        return
+    run_all(runs, args.jobs, args.threads)

@@ -280,38 +280,6 @@ def plot_cell_targets(image, instances, classes, weights, figsize=(17, 4.6)):
     return fig
 
 
-def plot_cell_merges(image, pred, ref, title="", figsize=(11, 5.4)):
-    """Predicted cells over the reference: reference cells the prediction merges (red), splits
-    (blue), matches (grey), with the predicted cells' outlines in yellow; the image beside it.
-    Returns the matplotlib Figure."""
-    from matplotlib.figure import Figure
-
-    from .metrics import merged_and_split_cells
-    pred, ref = np.asarray(pred), np.asarray(ref)
-    ms = merged_and_split_cells(pred, ref)[0]
-    rgb = np.zeros(ref.shape + (3,))
-    rgb[ref > 0] = 0.5
-    rgb[np.isin(ref, ms["merged"]) & (ref > 0)] = (0.85, 0.2, 0.2)
-    rgb[np.isin(ref, ms["split"]) & (ref > 0)] = (0.2, 0.4, 0.9)
-    edge = np.zeros(pred.shape, bool)
-    edge[:-1] |= pred[:-1] != pred[1:]
-    edge[:, :-1] |= pred[:, :-1] != pred[:, 1:]
-    rgb[edge] = (1.0, 0.85, 0.0)
-    fig = Figure(figsize=figsize)
-    ax = fig.subplots(1, 2)
-    ax[0].imshow(image, cmap="gray")
-    ax[0].set_title("image")
-    ax[1].imshow(rgb)
-    ax[1].set_title(f"{ms['merges']} reference cells merged (red), {ms['splits']} split (blue); "
-                    f"predicted outlines yellow", fontsize=9)
-    for a in ax:
-        a.axis("off")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
 def layer_memory(model, size=572, itemsize=4):
     """[(layer, input MiB, im2col columns MiB, output MiB)] for every 3x3 conv of `model` at a
     size x size input (batch 1): what a layer could keep for its backward pass."""
