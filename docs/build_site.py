@@ -245,14 +245,21 @@ def write_notebooks(pages, out_dir, execute=True, timeout=1200):
 def execute_notebook(notebook, workdir, timeout=1200):
     """Run the notebook in `workdir` on an ipykernel; a cell that raises fails it, unless tagged
     raises-exception. The kernel imports this checkout's tinyunet (and tests/, for page 14)."""
+    from jupyter_client import KernelManager
     from nbclient import NotebookClient
     env_path = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + ([env_path] if env_path else []))
     os.environ.setdefault("MPLBACKEND", "Agg")
+    sockets = tempfile.mkdtemp(prefix="tinyunet-kernel-")   # IPC: no open TCP ports
+    kernel = KernelManager(kernel_name="python3", transport="ipc",
+                           connection_file=os.path.join(sockets, "kernel.json"))
     try:
-        NotebookClient(notebook, timeout=timeout, kernel_name="python3",
+        NotebookClient(notebook, km=kernel, timeout=timeout,
                        resources={"metadata": {"path": str(workdir)}}).execute()
     finally:
+        if kernel.has_kernel:                   # a kernel given to nbclient is ours to stop
+            kernel.shutdown_kernel(now=True)
+        shutil.rmtree(sockets, ignore_errors=True)
         if env_path is None:
             del os.environ["PYTHONPATH"]
         else:
