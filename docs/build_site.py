@@ -178,10 +178,14 @@ def build(site_dir=ROOT / "site", notebooks=True):
 
 
 def serve(address):
+    import signal
     prepare_katex()
     config = write_config(ROOT / "site")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))    # remove the config then too
     try:
         subprocess.run(zensical() + ["serve", "-f", str(config), "-a", address], cwd=ROOT)
+    except KeyboardInterrupt:
+        pass
     finally:
         config.unlink()
 
