@@ -67,7 +67,7 @@ def plot_curves():
 
 def plot_merges():
     from tinyunet.checkpoint import model_from_checkpoint
-    from tinyunet.data import normalise
+    from tinyunet.data import labels_to_classes, normalise
     from tinyunet.data.selection import load_source, parse_slices
     from tinyunet.infer import predict_tiled
     from tinyunet.metrics import evaluate, merges_and_splits
@@ -79,7 +79,7 @@ def plot_merges():
     val = parse_slices(cfg["data"]["val_slices"], len(images), "val_slices")
     x = normalise(images[val], meta["mean"], meta["std"])
     probs = np.stack([predict_tiled(model, im, tile=cfg["tile"], tta=True)[1] for im in x])
-    truth = labels[val] == 255
+    truth = labels_to_classes(labels[val]) > 0
     res = evaluate(probs, truth, topology=False)
     t = res["thresholds"]["rand_error"]
     counts = [merges_and_splits(p > t, g) for p, g in zip(probs, truth)]

@@ -56,13 +56,15 @@ def test_torchscript_equals_tinyunet(tmp_path):
     assert export.check_export(model, export.torchscript_runner(path)) <= 1e-5
 
 
-@pytest.fixture
-def checkpoint(tmp_path):
+@pytest.fixture(params=["uint8", "uint16"])
+def checkpoint(tmp_path, request):
+    """A checkpoint of a model trained on 8-bit (or 16-bit) images."""
     model = trained_like(depth=2, base=4)
     path = tmp_path / "run" / "best.npz"
     path.parent.mkdir()
     save_checkpoint(path, model, SGD(model, 0.01), 7,
-                    dict(mean=0.5, std=0.2, train_config=dict(steps=7, tile=92)))
+                    dict(mean=0.5, std=0.2, image_dtype=request.param,
+                         train_config=dict(steps=7, tile=92)))
     return path
 
 

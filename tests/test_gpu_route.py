@@ -208,13 +208,17 @@ def test_a_gpu_run_resumes_on_the_gpu_unless_told_otherwise(gpu, tmp_path, capsy
     main(["--resume", str(run), "--steps", "4"])
     out = capsys.readouterr()
     assert ", gpu\n" in out.out and "note:" not in out.err
-    main(["--resume", str(run), "--steps", "6", "--device", "cpu"])
-    out = capsys.readouterr()
-    assert ", cpu\n" in out.out
-    assert "note: the run trained on the gpu and continues on the cpu" in out.err
     monkeypatch.setattr(backend, "_cupy", None)             # the same run on a machine without
     from tinyunet.errors import UserError
     with pytest.raises(UserError, match="this run trained on the gpu, and device 'gpu' was "
                                         "requested but CuPy is not installed .*; give --device "
                                         "cpu to continue it on the CPU"):
-        main(["--resume", str(run), "--steps", "8"])
+        main(["--resume", str(run), "--steps", "6"])
+    main(["--resume", str(run), "--steps", "6", "--device", "cpu"])
+    out = capsys.readouterr()
+    assert ", cpu\n" in out.out
+    assert "note: the run trained on the gpu and continues on the cpu" in out.err
+    # from now on it is a CPU run: config.json says so, and the next resume needs no --device
+    assert json.loads((run / "config.json").read_text())["device"] == "cpu"
+    main(["--resume", str(run), "--steps", "8"])
+    assert "note:" not in capsys.readouterr().err

@@ -106,7 +106,7 @@ def test_the_checkpoint_records_what_the_model_was_trained_on(tmp_path):
     Trainer(cfg, (images[:2], labels[:2]), (images[2:], labels[2:]), tmp_path / "r",
             progress=False).run()
     meta = checkpoint_meta(tmp_path / "r" / "latest.npz")
-    assert (meta["image_dtype"], meta["grey_range"]) == ("uint8", 255.0)
+    assert meta["image_dtype"] == "uint8"
 
 
 # ---- signals and faults ----------------------------------------------------------------------
@@ -317,3 +317,56 @@ def test_weight_decay_pulls_weights_towards_zero(opt_cls):
         np.testing.assert_allclose(v, want, rtol=0, atol=1e-9, err_msg=k)
         moved = p0[k] != 0
         assert (np.sign(v - p0[k])[moved] == -np.sign(p0[k])[moved]).all()   # towards zero
+
+
+def test_a_resumed_run_keeps_the_settings_it_was_resumed_with(tmp_path, capsys, monkeypatch):
+    """--steps (and --val-every, --device) given to a resume are the run's settings from then
+    on: config.json says so, and the next resume without them does not go back."""
+    from tinyunet import config
+    monkeypatch.setitem(config.PRESETS, "tiny", dict(base_channels=2, depth=2, tile=92,
+                                                    warmup=1, log_every=2))
+    code, _, err = run_example(train_cmd.main, ["--preset", "tiny", "--steps", "2", "--out",
+                                                tmp_path / "runs"], capsys)
+    assert code == 0, err
+    run = next((tmp_path / "runs").iterdir())
+    assert run_example(train_cmd.main, ["--resume", run, "--steps", "4"], capsys)[0] == 0
+    assert json.loads((run / "config.json").read_text())["steps"] == 4
+    code, _, err = run_example(train_cmd.main, ["--resume", run], capsys)
+    assert code == 0 and "already at step" not in err
+
+
+def test_a_failed_start_leaves_no_lock_behind(tmp_path):
+    t = small_trainer(tmp_path / "run")
+    t.run()
+    (tmp_path / "run" / "latest.npz").write_bytes(b"not a checkpoint")
+    for _ in range(2):                       # the second attempt is not told "being trained"
+        with pytest.raises(CheckpointError, match="is corrupt or not a tinyunet checkpoint"):
+            Trainer(t.cfg, (t.sampler.images, t.val_labels), (t.val_images, t.val_labels),
+                    tmp_path / "run", resume=True, progress=False)
+
+
+def test_validation_frames_without_cells_give_no_best_and_a_report_all_the_same(tmp_path):
+    from tinyunet.train import final_report
+    inst = np.zeros((3, 64, 64), np.int32)
+    inst[:2, 10:30, 10:30], inst[:2, 10:30, 31:50] = 1, 2
+    images = (60 + 100 * (inst > 0)).astype(np.uint8)
+    cfg = TrainConfig(base_channels=2, depth=2, tile=92, steps=2, val_every=1, warmup=1,
+                      labels="instances", border=1)
+    t = Trainer(cfg, (images[:2], inst[:2]), (images[2:], inst[2:]), tmp_path / "r",
+                progress=False)
+    t.run()
+    assert not (tmp_path / "r" / "best.npz").exists()    # SEG of no cell: nan, never the best
+    final = final_report(t, "cpu")
+    assert final["step"] == 2 and np.isnan(final["plain"]["seg"])
+
+
+def test_the_console_command_exits_0_after_a_successful_run(tmp_path):
+    labels = np.full((2, 24, 28), 255, np.uint8)
+    labels[:, :, 9] = 0
+    tifffile.imwrite(tmp_path / "labels.tif", labels, photometric="minisblack")
+    tifffile.imwrite(tmp_path / "probs.tif", (labels / 255).astype(np.float32),
+                     photometric="minisblack")
+    p = subprocess.run([os.sys.executable, "-m", "tinyunet", "evaluate", str(tmp_path / "probs.tif"),
+                        str(tmp_path / "labels.tif"), "--json"], capture_output=True, text=True)
+    assert p.returncode == 0 and p.stderr == "", p.stderr
+    assert json.loads(p.stdout)["pixel_error"] == 0

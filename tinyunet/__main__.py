@@ -24,7 +24,9 @@ def main(argv=None):
               f"(tinyunet --help)", file=sys.stderr)
         return 2
     command = importlib.import_module(f"tinyunet.commands.{argv[0]}")
-    return run_cli(command.main, argv[1:])
+    command.PROG = f"tinyunet {argv[0]}"              # how its messages say to run it again
+    run_cli(command.main, argv[1:])             # its result is for Python callers, not a status
+    return 0
 
 
 if __name__ == "__main__":

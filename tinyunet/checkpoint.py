@@ -151,8 +151,8 @@ def ship(checkpoint, out, provenance):
     average where the run kept one) in float32, no optimizer state, its configuration and
     normalisation, and `provenance` (a JSON-able dict: command, commit, steps, scores)."""
     meta, params, _ = load_checkpoint(checkpoint, average=True)
-    keep = {k: meta[k] for k in ("step", "model", "mean", "std", "image_dtype", "grey_range",
-                                 "train_config") if k in meta}
+    keep = {k: meta[k] for k in ("step", "model", "mean", "std", "image_dtype", "train_config")
+            if k in meta}
     header = dict(format=CHECKPOINT_FORMAT, optimizer=None, dropout_rng=None, ema=None,
                   provenance=provenance, **keep)
     arrays = {f"param/{k}": np.asarray(v, np.float32) for k, v in params.items()}
@@ -161,14 +161,14 @@ def ship(checkpoint, out, provenance):
     return Path(out)
 
 
-def trained_on(meta, path):
-    """The data source the checkpoint at `path` was trained on ('synthetic' or a folder), as
+def trained_on(meta, path=None):
+    """The data source the checkpoint (at `path`) was trained on ('synthetic' or a folder), as
     its run recorded it: in the header's train_config (train.Trainer saves it there) or in
     config.json beside it; None where neither says (a Trainer given no data record)."""
     configs = [meta.get("train_config") or {}]
     try:
         configs.append(json.loads((Path(path).parent / "config.json").read_text()))
-    except (OSError, ValueError):
+    except (OSError, ValueError, TypeError):           # no run folder beside it (or no path)
         pass
     for cfg in configs:
         data = cfg.get("data") if isinstance(cfg, dict) else None

@@ -114,11 +114,6 @@ def device(name):
         raise UserError(f"{given}: " + str(e).replace("device='cpu'", "--device cpu")) from None
 
 
-def user_error(flag, e):
-    """A library ValueError about an argument, as a UserError naming the argument."""
-    return UserError(f"{flag}: {e}" if flag else str(e))
-
-
 def announce_compiling(message="compiling the Numba kernels: the first run only, about 15-20 s "
                                "(they are cached on disk for later runs)"):
     """Print `message` on stderr once, when Numba starts compiling a kernel in this process.

@@ -13,9 +13,9 @@ The presets are the network, tile and recipe for a machine:
 import dataclasses
 import math
 
+from .data.targets import LABEL_KINDS, WEIGHTINGS
 from .model import check_input_size
 
-WEIGHTINGS = ("paper", "balanced", "none")         # eq. 2; the class balance w_c alone; none
 OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("constant", "cosine", "step")
 
@@ -29,6 +29,9 @@ PRESETS = {
     "cells": dict(base_channels=16, depth=4, tile=380, optimizer="adam", lr=0.0005, steps=10000,
                   val_every=500, ema=0.999, border=2, min_cell=100),
 }
+
+# what best.npz is chosen by: (the validation score, its sign; the lowest sign * score wins)
+BEST = {"membranes": ("rand_error", 1), "instances": ("seg", -1)}
 
 # settings a resumed run may change (a longer run, other validations); the others are fixed
 RESUMABLE = ("steps", "val_every", "val_tta", "val_plain")
@@ -90,8 +93,7 @@ class TrainConfig:
                 ("seed", self.seed >= 0, ">= 0"), ("w0", self.w0 >= 0, ">= 0"),
                 ("sigma", self.sigma > 0, "> 0"), ("border", self.border >= 0, ">= 0"),
                 ("min_cell", self.min_cell >= 0, ">= 0"),
-                ("labels", self.labels in ("membranes", "instances"),
-                 "'membranes' or 'instances'"),
+                ("labels", self.labels in LABEL_KINDS, _one_of(LABEL_KINDS)),
                 ("weighting", self.weighting in WEIGHTINGS, _one_of(WEIGHTINGS)),
                 ("optimizer", self.optimizer in OPTIMIZERS, _one_of(OPTIMIZERS)),
                 ("lr_schedule", self.lr_schedule in LR_SCHEDULES, _one_of(LR_SCHEDULES))]:

@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from . import backend
+from .checkpoint import trained_on
+from .data.images import grey_range
 from .model import check_input_size, crop_margins, margin, valid_input_sizes
 
 INSTALL = "pip install 'tinyunet[export]'"
@@ -174,7 +176,7 @@ def rdf(meta, name, description, tile, files, offset=None, authors=None, trainin
     depth = cfg["depth"]
     sizes = valid_input_sizes(depth)
     grow = -2 * margin(sizes[0], depth) if offset is None else offset
-    scale = 1.0 / meta.get("grey_range", 255.0)
+    scale = 1.0 / grey_range(meta.get("image_dtype", "uint8"))
     gain, shift = scale / meta["std"], -meta["mean"] / meta["std"]
 
     def axes(tensor, out=False):
@@ -234,13 +236,16 @@ def to_bioimageio(checkpoint, out, name=None, description=None, test_image=None,
     test tensors from (default: a synthetic EM image)."""
     yaml = _need("yaml")
     from .checkpoint import model_from_checkpoint
-    from .data import normalise, synthetic_em
+    from .data import grey_range, normalise, synthetic_em
     model, meta = model_from_checkpoint(checkpoint, "cpu")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tile = valid_input_sizes(model.depth)[1]
-    if test_image is None:
-        test_image = synthetic_em(n=1, size=tile, seed=3)[0][0]
+    if test_image is None:                 # a synthetic EM image in the model's type of grey values
+        test_image = synthetic_em(n=1, size=tile, seed=3)[0][0] / 255.0
+        dtype = np.dtype(meta.get("image_dtype", "uint8"))
+        test_image = (np.round(test_image * grey_range(dtype)) if dtype.kind in "ui"
+                      else test_image).astype(dtype)
     image = np.asarray(test_image)[:tile, :tile]
     check_input_size(image.shape[0], model.depth, "the test image's height")
     check_input_size(image.shape[1], model.depth, "the test image's width")
@@ -291,7 +296,7 @@ DATASETS = {
 def known_training_data(meta):
     """A bioimage.io dataset description of the checkpoint's training data, where it is one of
     the public sets the README names (ISBI 2012, the cell tracking challenge), else None."""
-    source = str(((meta.get("train_config") or {}).get("data") or {}).get("source") or "")
+    source = str(trained_on(meta) or "")
     for key in DATASETS:
         if key in source.lower().replace("-", ""):
             d = DATASETS[key]
@@ -313,9 +318,11 @@ def _readme(name, description, meta, model, scores):
              "## What it computes", "",
              f"Input: one grey channel, any size of the form {valid_input_sizes(model.depth)[0]}"
              f" + {2 ** model.depth} n px (valid tile sizes); output: P(class) per pixel for "
-             f"{cfg['n_classes']} classes (background, cell), {2 * margin(valid_input_sizes(model.depth)[0], model.depth)} px smaller "
-             f"than the input (valid convolutions: no padding). Preprocessing: grey values "
-             f"/ 255, minus {meta['mean']:.6f}, divided by {meta['std']:.6f} (the training "
+             f"{cfg['n_classes']} classes{' (background, cell)' if cfg['n_classes'] == 2 else ''}"
+             f", {2 * margin(valid_input_sizes(model.depth)[0], model.depth)} px smaller than "
+             f"the input (valid convolutions: no padding). Preprocessing: grey values / "
+             f"{grey_range(meta.get('image_dtype', 'uint8')):g} ({meta.get('image_dtype', 'uint8')}"
+             f"), minus {meta['mean']:.6f}, divided by {meta['std']:.6f} (the training "
              f"images' mean and standard deviation).", "",
              "## Training", "",
              f"Trained with tinyunet: {train.get('steps')} steps of {train.get('optimizer')} "

@@ -8,6 +8,13 @@ could not be made or written.
 import os
 from pathlib import Path
 
+from .errors import UserError
+
+
+class WriteError(UserError, OSError):
+    """A file that could not be written (a full disk, a lost mount): the message names it and
+    says what is left in its place."""
+
 
 def atomic_write(path, write):
     """Write a file via a temporary file in the same folder and an atomic rename; write(f)
@@ -23,6 +30,17 @@ def atomic_write(path, write):
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def write_file(path, writer, kept=None):
+    """atomic_write, with a failure (OSError) as a WriteError that names the file and says what
+    is left: `kept`, or by default that nothing was left in its place."""
+    try:
+        atomic_write(path, writer)
+    except OSError as e:
+        raise WriteError(f"could not write {path} ({e.strerror or e}): "
+                         f"{kept or 'nothing was left in its place; free some space and run again'}"
+                         ) from None
 
 
 def check_writable(folder):

@@ -50,12 +50,18 @@ def valid_input_sizes(depth=4, max_size=1024, min_size=1):
     return [h for h in range(min_size, max_size + 1) if output_size(h, depth) is not None]
 
 
+def next_valid_size(h, depth=4):
+    """The smallest valid size >= h (valid sizes come every 2^depth px above the smallest)."""
+    s = max(1, h)
+    while output_size(s, depth) is None:
+        s += 1
+    return s
+
+
 def nearest_valid_sizes(h, depth=4):
     """(largest valid size < h or None, smallest valid size > h)."""
     below = next((s for s in range(h - 1, 0, -1) if output_size(s, depth) is not None), None)
-    above = next(s for s in range(h + 1, h + 2 ** (depth + 2) + 200)
-                 if output_size(s, depth) is not None)
-    return below, above
+    return below, next_valid_size(h + 1, depth)
 
 
 def check_input_size(h, depth=4, what="input size"):
@@ -71,8 +77,7 @@ def check_input_size(h, depth=4, what="input size"):
 def crop_margins(depth=4):
     """Px the centre crop takes from each side of the skip map at each level i (0 at the top):
     the same for every valid input size (88, 40, 16, 4 for depth 4, top level first)."""
-    h = valid_input_sizes(depth, max_size=2 ** (depth + 3) + 200)[0]
-    sizes, s = [], h
+    sizes, s = [], next_valid_size(1, depth)
     for _ in range(depth):                          # the skip maps, top down
         s -= 4
         sizes.append(s)

@@ -163,19 +163,20 @@ def draw_unet(model, size=572, figsize=(15, 7.5)):
 
 
 def best_step(log):
-    """The step of a run's best.npz from its log.jsonl records: the first minimum of the
-    validation Rand error after a training step (the first maximum of SEG for a run on
-    instance labels; a run also logs a validation at step 0)."""
+    """The step of a run's best.npz from its log.jsonl records: the first best validation after
+    a training step, by config.BEST (the lowest Rand error; the highest SEG for a run on
+    instance labels); a run also logs a validation at step 0."""
+    from .config import BEST
     va = [r for r in log if "val" in r and r["step"] > 0]
     if not va:
         return None
-    if "seg" in va[0]["val"]:
-        return max(va, key=lambda r: r["val"]["seg"])["step"]
-    return min(va, key=lambda r: r["val"]["rand_error"])["step"]
+    key, sign = BEST["instances" if "seg" in va[0]["val"] else "membranes"]
+    return min(va, key=lambda r: sign * r["val"][key])["step"]
 
 
 def plot_curves(log, path, best_step=None):
-    """Training loss and validation errors from log.jsonl records; `best_step` is marked. A
+    """Training loss and validation errors from log.jsonl records; `best_step` is marked; `path`
+    a file name or an open binary file (PNG). A
     run with a moving average of its parameters validates the average ("val", solid) and may
     log the raw parameters too ("val_plain", dashed)."""
     from matplotlib.figure import Figure
@@ -205,7 +206,7 @@ def plot_curves(log, path, best_step=None):
               yscale="linear" if cells else "log")
     ax[1].legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, format="png")
 
 
 def instance_colours(labels, seed=0):
@@ -240,7 +241,7 @@ def plot_predictions(image, label, prob, weights, path, title):
         a.axis("off")
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, format="png")
 
 
 def plot_overlay(image, prob, path):

@@ -41,12 +41,12 @@ import numpy as np
 from . import backend
 from .checkpoint import (CheckpointError, checkpoint_meta, load_checkpoint, model_from_checkpoint,
                          rng_state, save_checkpoint)
-from .config import learning_rate
-from .data.images import grey_range, normalisation, normalise
+from .config import BEST, learning_rate
+from .data.images import labels_to_classes, normalisation, normalise
 from .data.samples import TileSampler
 from .data.targets import targets
 from .errors import UserError
-from .files import atomic_write, check_writable
+from .files import atomic_write, check_writable, write_file
 from .infer import label_cells, predict_tiled
 from .metrics import evaluate, seg
 from .model import UNet, output_size
@@ -153,7 +153,6 @@ class RunLock:
             self._file.close()                        # closing releases the lock
 
 
-BEST = {"membranes": ("rand_error", 1), "instances": ("seg", -1)}
 
 
 def format_scores(scores):
@@ -195,6 +194,7 @@ class Trainer:
         self.best_key, self.best_sign = BEST[cfg.labels]
         self.step, self.best = 0, math.inf     # the best of best_sign * val[best_key]
         self.losses = []              # training losses since the last logged one
+        self.seconds = 0.0            # of training before this process (a resumed run's)
         self._sample = self._rng_before = None    # the next step's tile, drawn ahead
         self.val_pending = True       # the validation due at this step is not done yet
         self.log_lines = 0            # lines in log.jsonl
@@ -206,22 +206,28 @@ class Trainer:
         self.val_w = targets(self.val_labels, weighting="paper", **kind)[1]
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.lock = RunLock(self.run_dir)            # before anything of the run is read or written
-        if resume:
-            self._resume()
-        else:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg),
-                                                                 indent=1))
-            (self.run_dir / "log.jsonl").write_text("")
-            self.save()               # a run stopped before its first validation resumes, too
+        try:
+            if resume:
+                self._resume()
+            else:
+                self._write(self.run_dir / "log.jsonl", b"")
+                self.save()           # a run stopped before its first validation resumes, too
+            # the settings as this process runs them: a resumed run's new --steps, --val-every,
+            # --device are its settings from now on
+            self._write(self.run_dir / "config.json",
+                        json.dumps(dataclasses.asdict(cfg), indent=1).encode())
+        except BaseException:
+            self.lock.close()
+            raise
 
     # ---- checkpoints --------------------------------------------------------------------------
     def _extra(self):
         data_rng = self._rng_before if self._sample is not None else rng_state(self.rng)
         return dict(data_rng=data_rng, best=self.best, mean=self.mean, std=self.std,
-                    image_dtype=self.image_dtype, grey_range=grey_range(self.image_dtype),
+                    image_dtype=self.image_dtype,
                     losses=[float(loss) for loss in self.losses], val_pending=self.val_pending,
-                    log_lines=self.log_lines, train_config=dataclasses.asdict(self.cfg))
+                    log_lines=self.log_lines, train_config=dataclasses.asdict(self.cfg),
+                    seconds=self._elapsed())
 
     def save(self, name="latest.npz"):
         """Write a checkpoint (atomically); a failed write (a full disk) is a CheckpointError
@@ -263,6 +269,7 @@ class Trainer:
         self.rng.bit_generator.state = meta["data_rng"]
         self.model.rng.state = meta["dropout_rng"]
         self.losses = list(meta["losses"])
+        self.seconds = meta.get("seconds", 0.0)      # (checkpoints of runs begun before: 0)
         self.val_pending = meta["val_pending"]
         # the log goes back to exactly the lines it had when the checkpoint was written
         log = self.run_dir / "log.jsonl"
@@ -339,7 +346,7 @@ class Trainer:
             cells = [label_cells(p, 0.5, self.cfg.border, self.cfg.min_cell) for p in probs]
             res = seg(np.stack(cells), self.val_labels)
         else:
-            res = evaluate(probs, self.val_labels == 255, topology=topology)
+            res = evaluate(probs, labels_to_classes(self.val_labels), topology=topology)
         return {k: (v if isinstance(v, int) else float(v)) for k, v in res.items()
                 if isinstance(v, (float, int)) and not isinstance(v, bool)}
 
@@ -389,6 +396,7 @@ class Trainer:
                         whole = False
         finally:
             self.lock.close()                         # the training's writes are done
+            self.seconds, self._t0 = self._elapsed(), None
         if self._stop:
             where = self.run_dir / "latest.npz"
             if whole:
@@ -400,6 +408,12 @@ class Trainer:
             raise Stopped(msg, self._signal)
         return next(r["val"] for r in reversed(self.read_log()) if "val" in r)
 
+    def _elapsed(self, now=None):
+        """Seconds of training of the run, over every process that trained it."""
+        if getattr(self, "_t0", None) is None:
+            return self.seconds
+        return self.seconds + (now or time.perf_counter()) - self._t0
+
     def _on_sigint(self, signum, frame):
         """Ctrl-C, SIGTERM or SIGHUP: the first finishes the step in progress and saves, a
         second stops at once."""
@@ -410,8 +424,11 @@ class Trainer:
         if self._phase == "validate":                 # nothing to finish: it is redone
             raise KeyboardInterrupt
         name = STOP_SIGNALS.get(signum, f"signal {signum}")
-        self._bar.write(f"{name}: stopping after this step and saving it ({name} again to stop "
-                        f"at once)")
+        try:                                  # after SIGHUP the terminal may be gone
+            self._bar.write(f"{name}: stopping after this step and saving it ({name} again to "
+                            f"stop at once)")
+        except OSError:
+            pass
 
     def _train_and_log(self):
         """One step; every log_every steps the losses are read back (the only time a step on
@@ -425,14 +442,14 @@ class Trainer:
             losses = [float(loss) for loss in self.losses]
             now = time.perf_counter()
             self.log(dict(step=self.step, loss=float(np.mean(losses)), lr=self.opt.lr,
-                          seconds=round(now - self._t0, 3)))
+                          seconds=round(self._elapsed(now), 3)))
             self.losses = []
             self._bar.set_postfix(loss=f"{losses[-1]:.4f}", lr=f"{self.opt.lr:.2e}")
             if self._lines and (now - self._last_line >= self.line_seconds or
                                 self.step == cfg.steps):
                 self._last_line = now
                 print(f"step {self.step}/{cfg.steps}: loss {losses[-1]:.4f}, lr "
-                      f"{self.opt.lr:.2e}, {(now - self._t0) / 60:.1f} min", file=sys.stderr,
+                      f"{self.opt.lr:.2e}, {self._elapsed(now) / 60:.1f} min", file=sys.stderr,
                       flush=True)
 
     def _validate_and_save(self):
@@ -445,6 +462,8 @@ class Trainer:
         self.log(record)
         self.val_pending = False
         score = self.best_sign * val[self.best_key]
+        if math.isnan(score):
+            score = math.inf                  # no score (no reference cell): never the best
         if self.step > 0 and score < self.best:
             self.best = score
             self.save("best.npz")
@@ -461,18 +480,25 @@ class Trainer:
     def read_log(self):
         return [json.loads(line) for line in (self.run_dir / "log.jsonl").read_text().splitlines()]
 
+    def _write(self, path, data):
+        """Write a file of the run atomically; a failure says that the last checkpoint stands.
+        data: bytes, or writer(f) that writes to the open file."""
+        writer = data if callable(data) else (lambda f: f.write(data))
+        write_file(path, writer, _kept(self.run_dir / "latest.npz"))
+
     def _plot_curves(self):
         from .plots import best_step, plot_curves
         log = self.read_log()
-        plot_curves(log, self.run_dir / "curves.png", best_step=best_step(log))
+        self._write(self.run_dir / "curves.png",
+                    lambda f: plot_curves(log, f, best_step=best_step(log)))
 
     def _plot_predictions(self, prob):
         """predictions.png, drawn when a validation gives a new best checkpoint."""
         from .plots import plot_predictions
-        plot_predictions(self.val_images[0], self.val_labels[0], prob, self.val_w[0],
-                         self.run_dir / "predictions.png",
-                         f"validation slice 0 at the best checkpoint: step {self.step}, "
-                         f"{self.best_key} {self.best_sign * self.best:.4f}")
+        self._write(self.run_dir / "predictions.png", lambda f: plot_predictions(
+            self.val_images[0], self.val_labels[0], prob, self.val_w[0], f,
+            f"validation slice 0 at the best checkpoint: step {self.step}, "
+            f"{self.best_key} {self.best_sign * self.best:.4f}"))
 
 
 def _kept(path):
@@ -495,11 +521,14 @@ def final_report(trainer, device):
     step and scores at the top level, the last one's under "last"; returns it."""
     scores = {}
     for name in ("best", "latest"):
-        model, meta = model_from_checkpoint(trainer.run_dir / f"{name}.npz", device)
+        path = trainer.run_dir / f"{name}.npz"
+        if not path.exists():                # no validation after step 0 improved on nothing
+            path = trainer.run_dir / "latest.npz"
+        model, meta = model_from_checkpoint(path, device)
         scores[name] = {"step": meta["step"],
                         "plain": trainer.validate(tta=False, topology=True, model=model),
                         "tta": trainer.validate(tta=True, topology=True, model=model)}
     data = trainer.cfg.data or {}
     final = dict(scores["best"], data=data.get("source"), last=scores["latest"])
-    (trainer.run_dir / "final_metrics.json").write_text(json.dumps(final, indent=1))
+    trainer._write(trainer.run_dir / "final_metrics.json", json.dumps(final, indent=1).encode())
     return final

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data.images import DataError, normalise
+from .data.images import check_finite, normalise
 from .files import check_writable
 from .infer import SYMMETRIES, choose_tile, covering_tile, mirror_pad, run_tiles
 from .model import check_input_size, margin, output_size, valid_input_sizes
@@ -105,11 +105,8 @@ def _predict_block(block, model, chunks, shape, tile, h, tta, mean, std, dtype, 
         pads.append((want - got[0], want - got[1]))
         spans.append((r0, n, length, want))
     x = np.asarray(block)
-    if x.dtype.kind == "f" and not np.isfinite(x).all():
-        origin = tuple(sum(c[:i]) for c, i in zip(chunks, block_id))
-        raise DataError(f"the volume's block at {origin}: {int((~np.isfinite(x)).sum())} of "
-                        f"{x.size} voxels are NaN or infinite: a volume must hold finite grey "
-                        f"values")
+    check_finite(x, f"the volume's block at {tuple(sum(c[:i]) for c, i in zip(chunks, block_id))}",
+                 "voxels")
     if mean is not None:                           # raw grey values: scaled by their dtype
         x = normalise(x, mean, std)
     x = mirror_pad(np.asarray(x, model.dtype), *pads[0], *pads[1])
@@ -270,6 +267,7 @@ def open_volume(path):
         raise ImportError(f"{path} is segmented block by block with dask and zarr, which are "
                           f"not installed: {INSTALL}") from None
     path = Path(path)
+    axes = ""
     try:
         if path.is_dir():
             arr = zarr.open(str(path), mode="r")
@@ -277,13 +275,14 @@ def open_volume(path):
             import tifffile
             with tifffile.TiffFile(path) as tif:
                 axes = tif.series[0].axes
-            if "S" in axes:
-                raise ValueError(f"{path} is a colour TIFF (axes {axes}): blockwise prediction "
-                                 f"takes grey volumes; save it as grey first")
+            # tifffile's zarr view of the file; the file stays open while dask reads blocks
             arr = zarr.open(tifffile.imread(path, aszarr=True), mode="r")
     except Exception as e:                   # zarr/tifffile raise many kinds for a bad store
         raise ValueError(f"{path} is not a zarr array or a TIFF stack that can be read "
                          f"({type(e).__name__}: {e})") from None
+    if "S" in axes:
+        raise ValueError(f"{path} is a colour TIFF (axes {axes}): blockwise prediction takes "
+                         f"grey volumes; save it as grey first")
     if not hasattr(arr, "shape"):            # a zarr group
         names = [k for k, _ in arr.arrays()]
         raise ValueError(f"{path} is a zarr group: give one of its arrays, e.g. "

@@ -143,7 +143,11 @@ def frame_numbers(paths, what):
         if not found:
             raise UserError(f"{what} {p}: no frame number in the name (e.g. t002_labels.tif, "
                             f"man_seg002.tif)")
-        out[int(found[-1])] = p
+        t = int(found[-1])
+        if t in out:
+            raise UserError(f"{what}: {Path(out[t]).name} and {Path(p).name} both name frame {t}: "
+                            f"keep one label image per frame in the folder")
+        out[t] = p
     return out
 
 

@@ -32,9 +32,11 @@ import numpy as np
 from ..checkpoint import SHIPPED, CheckpointError, load_model, trained_on
 from ..cli import ArgumentParser, at_least, block_shape, device, memory_size, number
 from ..data import grey_range, load_stack, normalise
+from ..data.targets import BORDER
 from ..data.images import image_files
 from ..errors import DataWarning, UserError
-from ..files import atomic_write, check_writable
+from ..files import check_writable
+from ..files import write_file as write
 from ..infer import choose_tile, covering_tile, label_cells, predict_tiled
 from ..model import check_input_size
 
@@ -141,6 +143,17 @@ def main(argv=None):
     return predict_in_memory(model, meta, frames or [source], out, targets, args)
 
 
+def check_grey_type(path, dtype, meta):
+    """A DataWarning when an image's grey values are of another type than the model's training
+    images (both are scaled by their type's range, which is right only if they mean the same)."""
+    trained = meta.get("image_dtype")
+    if trained and np.dtype(dtype) != np.dtype(trained):
+        warnings.warn(f"{path} holds {np.dtype(dtype)} grey values, the model was trained on "
+                      f"{trained}: both are scaled to [0, 1] by their type's range (/"
+                      f"{grey_range(dtype):g} here, /{grey_range(trained):g} in training); "
+                      f"check that they mean the same brightness", DataWarning, stacklevel=3)
+
+
 def _read(path):
     try:
         return load_stack(path)
@@ -157,14 +170,8 @@ def predict_in_memory(model, meta, paths, out, targets, args):
 
     from ..plots import plot_overlay
     stacks = [_read(p) for p in paths]               # every file is read before one is written
-    trained = meta.get("image_dtype")
     for path, stack in zip(paths, stacks):
-        if trained and stack.dtype != np.dtype(trained):
-            warnings.warn(f"{path} holds {stack.dtype} grey values, the model was trained on "
-                          f"{trained}: both are scaled to [0, 1] by their type's range (/"
-                          f"{grey_range(stack.dtype):g} here, /{grey_range(trained):g} in "
-                          f"training); check that they mean the same brightness",
-                          DataWarning, stacklevel=2)
+        check_grey_type(path, stack.dtype, meta)
     h, w = max(s.shape[1] for s in stacks), max(s.shape[2] for s in stacks)
     try:
         tile = args.tile or choose_tile(model, args.memory, args.batch,
@@ -172,8 +179,13 @@ def predict_in_memory(model, meta, paths, out, targets, args):
     except ValueError as e:
         raise UserError(f"{e}: raise --memory or give a --tile") from None
     recipe = meta.get("train_config") or {}
-    border = recipe.get("border", 2)
+    border = recipe.get("border", BORDER)
     min_cell = args.min_cell if args.min_cell is not None else recipe.get("min_cell", 0)
+    if args.instances and recipe.get("labels") != "instances":
+        warnings.warn(f"--instances: this model was trained on {recipe.get('labels', 'membrane')}"
+                      f" labels, not on instance masks: its cells are the connected regions "
+                      f"between predicted membranes, with no separation borders learnt",
+                      DataWarning, stacklevel=2)
     times, n = [], sum(len(s) for s in stacks)
     out.mkdir(parents=True, exist_ok=True)
     for stack, target in zip(stacks, targets):
@@ -203,16 +215,6 @@ def predict_in_memory(model, meta, paths, out, targets, args):
           f"(median, tile {tile}, {'TTA, ' if args.tta else ''}{model.device})")
 
 
-def write(path, writer):
-    """Write an output atomically (files.atomic_write): a failed write (a full disk) leaves no
-    half-written file and is one line that names it."""
-    try:
-        atomic_write(path, writer)
-    except OSError as e:
-        raise UserError(f"could not write {path} ({e.strerror or e}): nothing was left in its "
-                        f"place; free some space and run again") from None
-
-
 def predict_blockwise(model, meta, source, out, target, fmt, args):
     """A volume through predict_volume: lazily, block by block, on this machine or a cluster."""
     from ..volume import open_volume, predict_volume, save_volume
@@ -220,6 +222,7 @@ def predict_blockwise(model, meta, source, out, target, fmt, args):
         arr = open_volume(source)
     except (ImportError, ValueError) as e:              # dask or zarr missing; not a volume
         raise UserError(str(e)) from None
+    check_grey_type(source, arr.dtype, meta)
     client = None
     if args.scheduler:
         from distributed import Client

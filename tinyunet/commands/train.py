@@ -25,12 +25,14 @@ from pathlib import Path
 
 from ..cli import (ArgumentParser, announce_compiling, at_least, device, fraction,
                    non_negative_float, positive_float)
-from ..config import LR_SCHEDULES, OPTIMIZERS, PRESETS, WEIGHTINGS, TrainConfig
+from ..config import LR_SCHEDULES, OPTIMIZERS, PRESETS, TrainConfig
 from ..data.selection import choose_data
+from ..data.targets import WEIGHTINGS
 from ..errors import UserError
-from ..train import Trainer, final_report, new_run_dir, read_run, run_step
+from ..train import Trainer, final_report, format_scores, new_run_dir, read_run, run_step
 
-RESUME = "python examples/train_isbi.py --resume"
+# how a user runs this command again (the console command sets "tinyunet train")
+PROG = "python examples/train_isbi.py"
 
 
 def build_parser():
@@ -46,8 +48,10 @@ def build_parser():
     ap.add_argument("--val-slices", metavar="SLICES",
                     help="slices to validate on (default: the last sixth, at least one)")
     ap.add_argument("--preset", choices=list(PRESETS), default=None,
-                    help="network and tile size: paper (base 64, 572), cpu (base 16, 380), "
-                         "tiny (base 8, depth 3, 148; the default for the synthetic set)")
+                    help="network, tile and recipe: paper (base 64, 572), cpu (base 16, 380; "
+                         "the default for a folder of membrane labels), cells (the cpu network "
+                         "for instance masks; their default), tiny (base 8, depth 3, 148; the "
+                         "default for the synthetic set)")
     ap.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR, on its data")
     ap.add_argument("--steps", type=at_least(1), help="total training steps")
     ap.add_argument("--lr", type=positive_float, help="peak learning rate")
@@ -77,8 +81,8 @@ def build_parser():
     ap.add_argument("--val-tta", action="store_true", help="validate with 8-fold TTA")
     ap.add_argument("--val-plain", action="store_true", help="with --ema: validate the raw "
                     "parameters too (log.jsonl's val_plain)")
-    ap.add_argument("--device", default=None, help="cpu or gpu (default: a resumed run's own, "
-                    "else $TINYUNET_DEVICE, else cpu)")
+    ap.add_argument("--device", default=None, help="cpu or gpu (default: $TINYUNET_DEVICE, "
+                    "else a resumed run's own device, else cpu)")
     ap.add_argument("--seed", type=at_least(0), help="model and sampling seed")
     ap.add_argument("--data-seed", type=at_least(0), help="seed of the synthetic set (0)")
     ap.add_argument("--out", default="runs", help="parent folder of new run directories")
@@ -124,17 +128,23 @@ def main(argv=None):
               f"{cfg.optimizer} lr {cfg.lr}, {cfg.steps} steps, weighting {cfg.weighting}, "
               f"{dev}", flush=True)
         trainer.run()
-        final = final_report(trainer, dev)
     except KeyboardInterrupt as e:
         why = str(e) or "stopped before the run's state was saved"
-        resume = (f"\ncontinue with: {RESUME} {run_dir}" if (run_dir / "latest.npz").exists()
-                  else "")
+        resume = (f"\ncontinue with: {PROG} --resume {run_dir}"
+                  if (run_dir / "latest.npz").exists() else "")
         print(f"\ninterrupted: {why}{resume}", file=sys.stderr)
         raise SystemExit(128 + (getattr(e, "signum", None) or signal.SIGINT))
+    try:
+        final = final_report(trainer, dev)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: the run is complete and saved, its final report "
+              f"(final_metrics.json) is not written: {PROG} --resume {run_dir} writes it",
+              file=sys.stderr)
+        raise SystemExit(130)
     averaged = " (moving average)" if cfg.ema else ""
     for what, res in (("best", final), ("last", final["last"])):
-        print(f"{what} checkpoint{averaged} (step {res['step']}): {_fmt(res['plain'])}")
-        print(f"  with 8-fold test-time augmentation: {_fmt(res['tta'])}")
+        print(f"{what} checkpoint{averaged} (step {res['step']}): {format_scores(res['plain'])}")
+        print(f"  with 8-fold test-time augmentation: {format_scores(res['tta'])}")
     print(f"run directory: {run_dir} (checkpoints, log.jsonl, curves.png, predictions.png)")
     return final
 
@@ -181,7 +191,8 @@ def make_config(args, saved, dev, data):
         if saved:
             cfg = TrainConfig.resumed(saved, overrides, args.preset, device=dev, data=data)
         else:
-            preset = args.preset or ("tiny" if data["source"] == "synthetic" else "cpu")
+            preset = args.preset or ("tiny" if data["source"] == "synthetic" else
+                                     "cells" if data["labels"] == "instances" else "cpu")
             cfg = TrainConfig.from_preset(preset, device=dev, data=data, **overrides)
     except ValueError as e:
         raise UserError(f"{args.resume}/{e}" if "config.json" in str(e) else str(e)) from None
@@ -191,5 +202,4 @@ def make_config(args, saved, dev, data):
         raise UserError(f"the run's settings: {e}") from None
 
 
-def _fmt(m):
-    return ", ".join(f"{k} {v}" if isinstance(v, int) else f"{k} {v:.4g}" for k, v in m.items())
+

@@ -18,7 +18,6 @@ import numpy as np
 
 from ..errors import DataWarning, UserError
 
-LABEL_VALUES = (0, 255)
 IMAGE_FORMATS = "TIFF (.tif/.tiff: one image or a multi-page stack), PNG or JPEG"
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
 
@@ -84,15 +83,20 @@ def check_image(arr, where, colour=False, labels=False):
                         f"{arr.shape}")
     if arr.dtype.kind not in "uifb":
         raise DataError(f"{where}: pixels of type {arr.dtype} are not grey values")
-    if arr.dtype.kind == "f":
-        bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
-        if bad:
-            raise DataError(f"{where}: {bad} of {arr.size} pixels are NaN or infinite: an image "
-                            f"must hold finite grey values")
+    check_finite(arr, where)
     if arr.size and not labels and arr.min() == arr.max():
         warnings.warn(f"{where}: every pixel is {arr.flat[0]}: an empty or constant image, with "
                       f"nothing to segment", DataWarning, stacklevel=3)
     return arr
+
+
+def check_finite(arr, where, what="pixels"):
+    """A DataError that counts the NaN and infinite values of a float array, if any."""
+    if arr.dtype.kind == "f":
+        bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+        if bad:
+            raise DataError(f"{where}: {bad} of {arr.size} {what} are NaN or infinite: an image "
+                            f"must hold finite grey values")
 
 
 def validate_labels(labels, name="labels", cell=(255,)):
@@ -127,8 +131,9 @@ def instance_labels(mask, where):
 
 
 def labels_to_classes(labels):
-    """ISBI labels (0 / 255) -> classes (0 = membrane, 1 = cell interior), int64."""
-    return (np.asarray(labels) == 255).astype(np.int64)
+    """ISBI labels (0 / 255) -> classes (0 = membrane, 1 = cell interior), uint8: the one place
+    that knows that 255 is the cell interior."""
+    return (np.asarray(labels) == 255).astype(np.uint8)
 
 
 def check_pair(images, labels, where):

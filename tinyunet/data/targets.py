@@ -25,10 +25,11 @@ the loss does not count them.
 import numpy as np
 from scipy import ndimage as ndi
 
-from ..config import WEIGHTINGS
 from ..kernels.weight_map import class_weight_map, instances_from_mask, weight_map
+from .images import labels_to_classes
 
 LABEL_KINDS = ("membranes", "instances")
+WEIGHTINGS = ("paper", "balanced", "none")         # eq. 2; the class balance w_c alone; none
 BORDER = 2                      # px: the separation border's default width
 
 
@@ -73,7 +74,7 @@ def targets(labels, kind="membranes", weighting="paper", w0=10.0, sigma=5.0, bor
     classes, weights = [], []
     for lab in labels:
         if kind == "membranes":
-            c = (np.asarray(lab) == 255).astype(np.uint8)
+            c = labels_to_classes(lab)
             cells = instances_from_mask(lab, foreground=255)
             known = None
         else:

@@ -15,15 +15,20 @@ def _corners(x):
     return [x[:, :, a::2, d::2] for a in (0, 1) for d in (0, 1)]
 
 
-def forward(x):
-    """Returns (y, cache); cache holds the index 0..3 of the winning corner of each window."""
-    xp = get_array_module(x)
+def check_shape(x):
+    """A ValueError unless x is (N, C, H, W) with H and W even."""
     if x.ndim != 4:
         raise ValueError(f"max_pool2x2: expected x of shape (N, C, H, W), got {x.shape}")
     h, w = x.shape[2:]
     if h % 2 or w % 2:
         raise ValueError(f"max_pool2x2: input size {h}x{w} must be even in both dimensions; "
                          "for a U-Net use a valid tile size (see tinyunet.valid_input_sizes)")
+
+
+def forward(x):
+    """Returns (y, cache); cache holds the index 0..3 of the winning corner of each window."""
+    xp = get_array_module(x)
+    check_shape(x)
     c = _corners(x)
     y = c[0].copy()
     idx = xp.zeros(y.shape, dtype=xp.uint8)

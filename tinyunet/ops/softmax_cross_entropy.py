@@ -27,6 +27,9 @@ def _check(logits, labels, weights, values=True):
                          f"logits (N, H, W) = {(n, h, w)}")
     if labels.dtype.kind not in "iub":
         raise ValueError(f"softmax_cross_entropy: labels must be integers, got {labels.dtype}")
+    if weights is not None and weights.shape != (n, h, w):
+        raise ValueError(f"softmax_cross_entropy: weights shape {weights.shape} does not match "
+                         f"the labels {(n, h, w)}")
     if not values:
         return
     lo, hi = int(labels.min()), int(labels.max())        # reads two numbers back from a GPU
@@ -34,9 +37,6 @@ def _check(logits, labels, weights, values=True):
         bad = xp.unique(labels[(labels < 0) | (labels >= k)])
         raise ValueError(f"softmax_cross_entropy: labels must be in [0, {k}) for K = {k} classes; "
                          f"found {bad.tolist()[:10]}")
-    if weights is not None and weights.shape != (n, h, w):
-        raise ValueError(f"softmax_cross_entropy: weights shape {weights.shape} does not match "
-                         f"the labels {(n, h, w)}")
 
 
 def log_softmax(logits):
