@@ -7,11 +7,15 @@ the readable op makes four strided comparisons of whole arrays.
 import numpy as np
 from numba import njit
 
+from ..ops.max_pool2x2 import check_shape
+
 
 def forward(x):
     """x (N, C, H, W), H and W even -> (y (N, C, H/2, W/2), cache = (idx, x.shape)).
 
-    Ties go to the first maximum in row-major window order, as in tinyunet.ops.max_pool2x2."""
+    Ties go to the first maximum in row-major window order, as in tinyunet.ops.max_pool2x2, and
+    odd sizes are the same error."""
+    check_shape(x)
     y, idx = _forward(x)
     return y, (idx, x.shape)
 

@@ -54,6 +54,8 @@ def parallel_runs(work, items, threads=None):
         return [work(0, runs[0])]
     with _POOL_LOCK:
         if _POOL is None or _POOL._max_workers < threads - 1:
+            if _POOL is not None:
+                _POOL.shutdown(wait=False)            # a smaller pool: its threads end
             _POOL = ThreadPoolExecutor(max_workers=threads - 1, thread_name_prefix="tinyunet")
     with blas_threads(1):
         futures = [_POOL.submit(work, t, runs[t]) for t in range(1, threads)]

@@ -164,6 +164,30 @@ def torchscript_runner(path):
     return lambda x: net(torch.from_numpy(x)).detach().numpy()
 
 
+def export(checkpoint, fmt, out, name=None, url=None):
+    """Export a checkpoint as `fmt` ("onnx", "torchscript" or "bioimageio": the package with
+    ONNX weights, and TorchScript ones where PyTorch is installed) to `out`, and check every
+    weight file written against tinyunet's own float64 forward (check_export). Returns (out, the
+    largest difference found)."""
+    import importlib.util
+
+    from .checkpoint import model_from_checkpoint
+    model, _ = model_from_checkpoint(checkpoint, "cpu")
+    out = Path(out)
+    if fmt == "onnx":
+        return to_onnx(model, out), check_export(model, onnx_runner(out))
+    if fmt == "torchscript":
+        return to_torchscript(model, out), check_export(model, torchscript_runner(out))
+    if fmt != "bioimageio":
+        raise ValueError(f"unknown format {fmt!r}: valid formats are onnx, torchscript and "
+                         f"bioimageio")
+    formats = ["onnx"] + (["torchscript"] if importlib.util.find_spec("torch") else [])
+    to_bioimageio(checkpoint, out, name=name, url=url, formats=formats, model=model)
+    runners = {"onnx": onnx_runner, "torchscript": torchscript_runner}
+    files = {"onnx": "model.onnx", "torchscript": "model.pt"}
+    return out, max(check_export(model, runners[f](out / files[f])) for f in formats)
+
+
 # ---- bioimage.io ----------------------------------------------------------------------------
 def rdf(meta, name, description, tile, files, offset=None, authors=None, training_data=None,
         scores=None, url=None):
@@ -229,7 +253,7 @@ def rdf(meta, name, description, tile, files, offset=None, authors=None, trainin
 
 def to_bioimageio(checkpoint, out, name=None, description=None, test_image=None,
                   formats=("onnx", "torchscript"), offset=None, scores=None, url=None,
-                  training_data=None):
+                  training_data=None, model=None):
     """Write a bioimage.io package (a folder) for a checkpoint: rdf.yaml, the weights in
     `formats`, test tensors (input: raw grey values, output: tinyunet's own probabilities of
     them), a README and a cover; returns the folder. test_image: a 2-D uint8 image to make the
@@ -237,7 +261,8 @@ def to_bioimageio(checkpoint, out, name=None, description=None, test_image=None,
     yaml = _need("yaml")
     from .checkpoint import model_from_checkpoint
     from .data import grey_range, normalise, synthetic_em
-    model, meta = model_from_checkpoint(checkpoint, "cpu")
+    loaded, meta = model_from_checkpoint(checkpoint, "cpu")
+    model = model or loaded
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tile = valid_input_sizes(model.depth)[1]

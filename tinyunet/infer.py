@@ -225,6 +225,13 @@ def _bytes(n):
         n /= 1024
 
 
+def cell_options(meta):
+    """(border, min_cell) of label_cells for a checkpoint's model: its run's settings (the
+    separation border it learnt; the specks it drops)."""
+    recipe = meta.get("train_config") or {}
+    return recipe.get("border", BORDER), recipe.get("min_cell", 0)
+
+
 def label_cells(prob, threshold=0.5, grow=BORDER, min_pixels=0):
     """Cells (int32 instance labels, H x W) from a map of P(cell): the 4-connected components of
     prob > threshold, those smaller than `min_pixels` dropped; then the separation borders given

@@ -328,20 +328,31 @@ def _overlaps(pred, ref):
 
 
 def _check_instances(pred, ref):
-    pred, ref = np.asarray(pred), np.asarray(ref)
-    if pred.shape != ref.shape or pred.ndim not in (2, 3):
-        raise ValueError(f"predicted labels {pred.shape} and reference labels {ref.shape} must "
-                         f"be label images (H, W) or stacks (N, H, W) of one shape")
-    for name, a in (("predicted", pred), ("reference", ref)):
-        if a.dtype.kind not in "iub":
-            raise ValueError(f"{name} labels must be integers (0 = background, one id per "
-                             f"cell), got {a.dtype}")
-    return (pred[None], ref[None]) if pred.ndim == 2 else (pred, ref)
+    """[(predicted, reference)] frames from label images (H, W), stacks (N, H, W), or lists of
+    2-D frames (of any sizes, a pair of one size each)."""
+    def frames(x):
+        if isinstance(x, (list, tuple)):
+            return [np.asarray(f) for f in x]
+        x = np.asarray(x)
+        return [x] if x.ndim == 2 else list(x)
+    pred, ref = frames(pred), frames(ref)
+    if len(pred) != len(ref):
+        raise ValueError(f"{len(pred)} predicted frames but {len(ref)} reference frames")
+    for p, r in zip(pred, ref):
+        if p.shape != r.shape or p.ndim != 2:
+            raise ValueError(f"predicted labels {p.shape} and reference labels {r.shape} must "
+                             f"be label images (H, W) or stacks (N, H, W) of one shape")
+        for name, a in (("predicted", p), ("reference", r)):
+            if a.dtype.kind not in "iub":
+                raise ValueError(f"{name} labels must be integers (0 = background, one id per "
+                                 f"cell), got {a.dtype}")
+    return pred, ref
 
 
 def seg(pred, ref):
-    """The cell tracking challenge's SEG of predicted instance labels against reference ones,
-    2-D (H, W) or stacks (N, H, W), 0 = background, one id per cell (per frame).
+    """The cell tracking challenge's SEG of predicted instance labels against reference ones:
+    frames (H, W), stacks (N, H, W) or lists of frames; 0 = background, one id per cell (per
+    frame).
 
     A reference cell R and a predicted cell S match when |R n S| > 0.5 |R| (so at most one S
     matches R); R scores the Jaccard index |R n S| / |R u S| of its match, 0 when it has none;

@@ -189,13 +189,8 @@ def main_seg(args):
             raise UserError(f"frame {t}: the prediction is {pred[t].shape[0]}x{pred[t].shape[1]} "
                             f"but the reference is {ref[t].shape[0]}x{ref[t].shape[1]}")
     per = [metrics.seg(pred[t], ref[t]) for t in frames]
-    ms = [metrics.merged_and_split_cells(pred[t], ref[t])[0] for t in frames]
-    cells = [c for r in per for c in r["per_cell"]]     # every reference cell of every frame
-    tp = sum(r["tp"] for r in per)
-    n_ref, n_pred = sum(r["reference"] for r in per), sum(r["predicted"] for r in per)
-    total = dict(seg=float(np.mean([c[2] for c in cells])) if cells else float("nan"),
-                 f1=2 * tp / (n_ref + n_pred) if n_ref + n_pred else 1.0,
-                 ap50=tp / (n_ref + n_pred - tp) if n_ref + n_pred else 1.0)
+    ms = metrics.merged_and_split_cells([pred[t] for t in frames], [ref[t] for t in frames])
+    total = metrics.seg([pred[t] for t in frames], [ref[t] for t in frames])
     result = dict(seg=total["seg"], f1=total["f1"], ap50=total["ap50"],
                   frames=[dict(frame=t, seg=r["seg"], reference=r["reference"],
                                predicted=r["predicted"], merged=m["merges"], split=m["splits"])

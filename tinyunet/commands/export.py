@@ -12,7 +12,6 @@ sizes and a batch of 2 before this command reports success. Needs pip install 't
 """
 from pathlib import Path
 
-from ..checkpoint import CheckpointError, model_from_checkpoint
 from ..cli import ArgumentParser
 from ..errors import UserError
 
@@ -40,23 +39,7 @@ def main(argv=None):
     if out.exists() and not args.overwrite:
         raise UserError(f"{out} exists: choose another --out, or pass --overwrite")
     try:
-        model, meta = model_from_checkpoint(args.checkpoint, "cpu")
-    except CheckpointError as e:
-        raise UserError(str(e)) from None
-    try:
-        if args.format == "onnx":
-            export.to_onnx(model, out)
-            worst = export.check_export(model, export.onnx_runner(out))
-        elif args.format == "torchscript":
-            export.to_torchscript(model, out)
-            worst = export.check_export(model, export.torchscript_runner(out))
-        else:
-            formats = ["onnx"] + (["torchscript"] if _has("torch") else [])
-            export.to_bioimageio(args.checkpoint, out, name=args.name, url=args.url,
-                                 formats=formats)
-            worst = max(export.check_export(model, export.onnx_runner(out / "model.onnx")),
-                        export.check_export(model, export.torchscript_runner(out / "model.pt"))
-                        if "torchscript" in formats else 0.0)
+        out, worst = export.export(args.checkpoint, args.format, out, args.name, args.url)
     except ImportError as e:
         raise UserError(str(e)) from None
     if worst > TOLERANCE:
@@ -67,8 +50,3 @@ def main(argv=None):
           f"at several valid sizes and a batch of 2")
     if args.format == "bioimageio":
         print(f"check it with: bioimageio test {out / 'rdf.yaml'}")
-
-
-def _has(module):
-    import importlib.util
-    return importlib.util.find_spec(module) is not None

@@ -32,12 +32,11 @@ import numpy as np
 from ..checkpoint import SHIPPED, CheckpointError, load_model, trained_on
 from ..cli import ArgumentParser, at_least, block_shape, device, memory_size, number
 from ..data import grey_range, load_stack, normalise
-from ..data.targets import BORDER
 from ..data.images import image_files
 from ..errors import DataWarning, UserError
 from ..files import check_writable
 from ..files import write_file as write
-from ..infer import choose_tile, covering_tile, label_cells, predict_tiled
+from ..infer import cell_options, choose_tile, covering_tile, label_cells, predict_tiled
 from ..model import check_input_size
 
 probability = number("in (0, 1)", lambda v: 0 < v < 1)
@@ -179,8 +178,8 @@ def predict_in_memory(model, meta, paths, out, targets, args):
     except ValueError as e:
         raise UserError(f"{e}: raise --memory or give a --tile") from None
     recipe = meta.get("train_config") or {}
-    border = recipe.get("border", BORDER)
-    min_cell = args.min_cell if args.min_cell is not None else recipe.get("min_cell", 0)
+    border, min_cell = cell_options(meta)
+    min_cell = args.min_cell if args.min_cell is not None else min_cell
     if args.instances and recipe.get("labels") != "instances":
         warnings.warn(f"--instances: this model was trained on {recipe.get('labels', 'membrane')}"
                       f" labels, not on instance masks: its cells are the connected regions "

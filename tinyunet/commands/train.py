@@ -150,12 +150,14 @@ def main(argv=None):
 
 
 def run_device(name, saved):
-    """The device to train on: --device, else a resumed run's own device (a run trained on
-    the GPU does not quietly continue on the CPU), else $TINYUNET_DEVICE, else the CPU."""
+    """The device to train on: --device, else $TINYUNET_DEVICE, else a resumed run's own device
+    (a run trained on the GPU does not quietly continue on the CPU), else the CPU. A policy of
+    the command line (flags, the environment); cli.device says what is wrong with a device."""
     import os
+
+    from ..backend import resolve_device
     own = (saved or {}).get("device")
     if name is None and own and "TINYUNET_DEVICE" not in os.environ:
-        from ..backend import resolve_device
         try:
             return resolve_device(own)
         except RuntimeError as e:
