@@ -1,8 +1,10 @@
-"""Train a U-Net on ISBI 2012 (or the built-in synthetic EM set) and report the challenge's metrics.
+"""Train a U-Net on membranes (ISBI 2012, the built-in synthetic EM set) or on touching cells
+(cell tracking challenge sets, instance masks) and report the challenge's metrics.
 
     python examples/train_isbi.py                                   # synthetic data, tiny preset
     python examples/train_isbi.py --data isbi --preset cpu          # $TINYUNET_ISBI_DIR
     python examples/train_isbi.py --data ../shared/data/isbi2012 --preset paper --device gpu
+    python examples/train_isbi.py --data ../shared/data/ctc/DIC-C2DH-HeLa   # cells preset
     python examples/train_isbi.py --data my_pairs --train-slices 0-7 --val-slices 8,9
     python examples/train_isbi.py --resume runs/20261121-180000-cpu     # continue a run
 

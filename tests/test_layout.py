@@ -4,6 +4,8 @@ training, and the README's layout table names every module and folder."""
 import ast
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -107,3 +109,14 @@ def test_every_package_is_installed():
     found = {".".join(p.parent.relative_to(ROOT).parts)
              for p in (ROOT / "tinyunet").rglob("__init__.py")} | {"tinyunet.kernels"}
     assert found == listed
+
+
+@pytest.mark.parametrize("example, command", [("train_isbi", "train"), ("predict", "predict"),
+                                              ("evaluate", "evaluate")])
+def test_an_example_shows_its_commands_title_and_usage(example, command):
+    # the entry point's docstring is the command's first two paragraphs (the title and every
+    # usage line), so `head examples/X.py` cannot drift from `--help`
+    def doc(path):
+        return ast.get_docstring(ast.parse((ROOT / path).read_text()), clean=False)
+    paragraphs = doc(f"tinyunet/commands/{command}.py").split("\n\n")[:2]
+    assert doc(f"examples/{example}.py").split("\n\n")[:2] == paragraphs

@@ -5,7 +5,7 @@ The presets are the network, tile and recipe for a machine:
     tiny    TrainConfig's defaults: base 8, depth 3, tile 148, SGD lr 0.004, 400 steps (the
             built-in synthetic set, seconds on a CPU)
     cpu     the laptop study's winner (docs/13-laptop.md): base 16, depth 4, tile 380, Adam
-            lr 5e-4, 18000 steps (two hours on 2 cores), averaged weights (EMA 0.999)
+            lr 5e-4, 18000 steps (about 75 minutes alone on 2 cores), averaged weights (EMA 0.999)
     paper   the paper's network and tile: base 64, depth 4, tile 572, SGD with momentum 0.99
     cells   touching cells from instance masks (docs/15-cells.md): the cpu network and optimizer,
             10000 steps, averaged weights, separation borders of 2 px

@@ -7,7 +7,8 @@ A run lives in a folder (the run directory, `new_run_dir`):
     config.json         the run's settings (the model is rebuilt from it on resume)
     log.jsonl           one JSON object per logged step and per validation
     latest.npz          the latest checkpoint (model, optimizer, step, random states)
-    best.npz            the best checkpoint by validation Rand error
+    best.npz            the best checkpoint: lowest validation Rand error (membranes) or
+                        highest SEG (cells)
     final_metrics.json  the scores of the best and of the last checkpoint, plain and with TTA
                         (`final_report`)
     curves.png          training loss and validation metrics, the best step marked

@@ -164,9 +164,10 @@ def predict_volume(model, volume, tile=None, chunks=None, memory=2 * 2**30, tta=
     """P(class 1) (Z, Y, X), lazily, as a dask array: predict_tiled's numbers, block by block.
 
     volume: (Z, Y, X), a dask array or anything dask.array.from_array takes (NumPy, zarr, a
-    memory-mapped or tifffile-backed stack). mean, std: if given, the volume holds uint8 grey
-    values, normalised per block as tinyunet.data.normalise does (the checkpoint's
-    values); otherwise it is already normalised. tile: the input tile size (default: the largest
+    memory-mapped or tifffile-backed stack). mean, std: if given, the volume holds raw grey
+    values (integers are scaled by their type's range first, as tinyunet.data.grey_range does),
+    normalised per block as tinyunet.data.normalise does (the checkpoint's values); otherwise it
+    is already normalised. tile: the input tile size (default: the largest
     that fits `memory` bytes, see choose_tile); chunks: (z, y, x) voxels per block (default:
     one slice, y and x what one tile covers; at least halo(model, tile) in y and x unless a
     chunk spans its axis). dtype: "float32", "float64" or "uint8" (P x 255, rounded).

@@ -2,7 +2,8 @@
 
     train      train a U-Net, or resume a run         (examples/train_isbi.py)
     predict    segment images, stacks and volumes     (examples/predict.py)
-    evaluate   the ISBI challenge's scores of a stack  (examples/evaluate.py)
+    evaluate   the challenges' scores of a stack       (examples/evaluate.py)
+    export     ONNX, TorchScript, bioimage.io package  (tinyunet export)
 
 Each module has `main(argv)`, run through cli.run_cli: a mistake in the input is one line
 `error: ...` and exit status 2.
