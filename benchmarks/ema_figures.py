@@ -2,6 +2,7 @@
 validation error, and how good is the last averaged checkpoint, chosen on nothing?
 
     python benchmarks/laptop_study.py ema --jobs 2     # the two runs (--preset cpu --ema 0.999 --val-plain)
+    python benchmarks/laptop_study.py ema --only ema/preset-cpu-ema-9000-seed-0    # half the schedule
     python benchmarks/ema_figures.py                   # -> docs/figures/ema_curves.png, results/ema_study.md
 
 Each run validates both its averaged and its raw parameters at every validation (the raw
@@ -15,6 +16,7 @@ from study import RESULTS, ROOT, run_dir_of
 
 FIGURES = ROOT / "docs" / "figures"
 RUNS = {f"seed {s}": f"ema/preset-cpu-ema-seed-{s}" for s in (0, 1)}
+RUNS["seed 0, 9000 steps"] = "ema/preset-cpu-ema-9000-seed-0"
 
 
 def curves(run):
@@ -35,13 +37,13 @@ def jumps(steps, values):
 
 def main():
     from matplotlib.figure import Figure
-    fig = Figure(figsize=(12, 4.4))
-    ax = fig.subplots(1, 2)
+    present = {name: run_dir_of(group) for name, group in RUNS.items() if run_dir_of(group)}
+    if not present:
+        raise SystemExit("no run of the study yet: python benchmarks/laptop_study.py ema")
+    fig = Figure(figsize=(6 * len(present), 4.4))
+    ax = np.atleast_1d(fig.subplots(1, len(present)))
     rows = []
-    for (name, group), a in zip(RUNS.items(), ax):
-        run = run_dir_of(group)
-        if run is None:
-            continue
+    for (name, run), a in zip(present.items(), ax):
         steps, avg, raw = curves(run)
         a.plot(steps, raw["rand_error"], ".--", color="0.5", label="raw parameters")
         a.plot(steps, avg["rand_error"], "o-", color="C1", label="moving average (0.999)")

@@ -2,6 +2,8 @@
 deferred imports alike), the ops and kernels import nothing of the pipeline, inference nothing of
 training, and the README's layout table names every module and folder."""
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -68,6 +70,32 @@ def test_no_import_cycles():
     graph = import_graph()
     assert "tinyunet.kernels.conv_relu" in graph and "tinyunet.ops.conv3x3" in graph
     assert cycles(graph) == []
+
+
+FIRST_IMPORT = """
+import importlib, sys
+bad = []
+for name in sys.argv[1:]:
+    for m in [m for m in sys.modules if m == "tinyunet" or m.startswith("tinyunet.")]:
+        del sys.modules[m]                     # as in a fresh interpreter: name is imported first
+    try:
+        importlib.import_module(name)
+    except ModuleNotFoundError as e:           # an optional extra (torch) that is not installed
+        if (e.name or "").startswith("tinyunet"):
+            bad.append(f"{name}: {e}")
+    except Exception as e:
+        bad.append(f"{name}: {type(e).__name__}: {e}")
+print("\\n".join(bad))
+sys.exit(1 if bad else 0)
+"""
+
+
+def test_every_module_imports_on_its_own():
+    """Each module imported first, as `python -c "import tinyunet.X"` would (a cycle between
+    modules breaks the first import of one of them, whatever the AST graph says)."""
+    r = subprocess.run([sys.executable, "-c", FIRST_IMPORT, *modules()], capture_output=True,
+                       text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stdout + r.stderr
 
 
 def test_imports_go_one_way():
