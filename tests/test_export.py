@@ -120,3 +120,31 @@ def test_the_console_command():
                        capture_output=True, text=True)
     assert p.returncode == 2 and p.stderr == ("error: argument --steps: must be at least 1, got "
                                               "0 (see --help)\n")
+
+
+def test_the_shipped_model_exports_by_name_and_passes_the_zoo_test(tmp_path, capsys):
+    import yaml
+    from tinyunet.commands.export import main
+    out = tmp_path / "isbi2012_zoo"
+    code, text, err = run_example(main, ["isbi2012", "--format", "bioimageio", "--out", out,
+                                         "--name", "tinyunet ISBI 2012"], capsys)
+    assert code == 0 and "bioimageio test" in text, err
+    assert zoo_test(out) == "passed"
+    doc = yaml.safe_load((out / "rdf.yaml").read_text())
+    assert "ISBI 2012" in doc["training_data"]["name"]
+    # the package's README gives the shipped model's own validation scores
+    readme = (out / "README.md").read_text()
+    assert "scores_last" not in readme and '"rand_error"' in readme and "25-29" in readme
+
+
+def test_validation_scores_come_from_the_run_beside_a_checkpoint(checkpoint):
+    import json
+    run = checkpoint.parent
+    assert export.validation_scores(checkpoint, {}) is None              # no final_metrics.json
+    best = {"pixel_error": 0.05, "rand_error": 0.06}
+    last = {"pixel_error": 0.04, "rand_error": 0.07}
+    (run / "final_metrics.json").write_text(json.dumps(
+        dict(step=5, plain=best, tta=best, last=dict(step=9, plain=last, tta=last))))
+    assert export.validation_scores(checkpoint, {})["plain"] == best      # best.npz
+    latest = export.validation_scores(run / "latest.npz", {})
+    assert latest["step"] == 9 and latest["plain"] == last

@@ -172,7 +172,7 @@ def export(checkpoint, fmt, out, name=None, url=None):
     import importlib.util
 
     from .checkpoint import model_from_checkpoint
-    model, _ = model_from_checkpoint(checkpoint, "cpu")
+    model, meta = model_from_checkpoint(checkpoint, "cpu")
     out = Path(out)
     if fmt == "onnx":
         return to_onnx(model, out), check_export(model, onnx_runner(out))
@@ -182,10 +182,30 @@ def export(checkpoint, fmt, out, name=None, url=None):
         raise ValueError(f"unknown format {fmt!r}: valid formats are onnx, torchscript and "
                          f"bioimageio")
     formats = ["onnx"] + (["torchscript"] if importlib.util.find_spec("torch") else [])
-    to_bioimageio(checkpoint, out, name=name, url=url, formats=formats, model=model)
+    to_bioimageio(checkpoint, out, name=name, url=url, formats=formats, model=model,
+                  scores=validation_scores(checkpoint, meta))
     runners = {"onnx": onnx_runner, "torchscript": torchscript_runner}
     files = {"onnx": "model.onnx", "torchscript": "model.pt"}
     return out, max(check_export(model, runners[f](out / files[f])) for f in formats)
+
+
+def validation_scores(checkpoint, meta):
+    """What a checkpoint scored on its run's validation data, for a package's README: a shipped
+    model's provenance, else the run's final_metrics.json beside it (best.npz: the best
+    checkpoint's scores, latest.npz: the last one's); None where neither says."""
+    prov = meta.get("provenance") or {}
+    if "scores_last" in prov:
+        return {"checkpoint": "last (averaged parameters)", "scored_on": prov.get("scored_on"),
+                **prov["scores_last"]}
+    try:
+        final = json.loads((Path(checkpoint).parent / "final_metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+    mine = final.get("last", {}) if Path(checkpoint).stem == "latest" else final
+    if "plain" not in mine:
+        return None
+    return {"checkpoint": Path(checkpoint).name, "step": mine.get("step"),
+            "plain": mine["plain"], "tta": mine.get("tta")}
 
 
 # ---- bioimage.io ----------------------------------------------------------------------------

@@ -3,6 +3,7 @@
     tinyunet export runs/<run>/best.npz --format onnx --out model.onnx
     tinyunet export runs/<run>/best.npz --format torchscript --out model.pt
     tinyunet export runs/<run>/best.npz --format bioimageio --out my_model/
+    tinyunet export isbi2012 --format bioimageio --out isbi2012_zoo/     # the shipped model
 
 A bioimage.io package (format 0.5: rdf.yaml, the weights as ONNX and, where PyTorch is
 installed, TorchScript, test tensors made by tinyunet's own forward pass, a README and a cover)
@@ -20,7 +21,8 @@ TOLERANCE = 1e-5
 
 def build_parser():
     ap = ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("checkpoint", help="a .npz checkpoint (runs/<run>/best.npz)")
+    ap.add_argument("checkpoint", help="a .npz checkpoint (runs/<run>/best.npz), or the name of "
+                                       "a model that ships with tinyunet (isbi2012)")
     ap.add_argument("--format", choices=("onnx", "torchscript", "bioimageio"), required=True)
     ap.add_argument("--out", required=True, help="the file (onnx, torchscript) or the folder "
                                                  "(bioimageio) to write")
@@ -34,12 +36,14 @@ def build_parser():
 
 def main(argv=None):
     from .. import export
+    from ..checkpoint import SHIPPED
     args = build_parser().parse_args(argv)
+    checkpoint = SHIPPED.get(args.checkpoint, args.checkpoint)
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise UserError(f"{out} exists: choose another --out, or pass --overwrite")
     try:
-        out, worst = export.export(args.checkpoint, args.format, out, args.name, args.url)
+        out, worst = export.export(checkpoint, args.format, out, args.name, args.url)
     except ImportError as e:
         raise UserError(str(e)) from None
     if worst > TOLERANCE:
