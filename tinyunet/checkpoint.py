@@ -137,8 +137,9 @@ SHIPPED = {"isbi2012": MODELS / "isbi2012.npz"}
 
 
 def load_model(name_or_path, device=None):
-    """(model, meta) of a shipped model by name ("isbi2012": the cpu recipe trained on all 30
-    ISBI 2012 training slices; meta["provenance"] says how) or of a checkpoint file."""
+    """(model, meta) of a shipped model by name ("isbi2012": EM membranes, the cpu recipe
+    trained on ISBI 2012 slices 0-24; meta["provenance"] says how, tinyunet/models/) or of a
+    checkpoint file."""
     path = SHIPPED.get(str(name_or_path), name_or_path)
     if str(name_or_path) in SHIPPED and not Path(path).exists():
         raise CheckpointError(f"the shipped model {name_or_path!r} is not in this installation "
@@ -153,6 +154,7 @@ def ship(checkpoint, out, provenance):
     meta, params, _ = load_checkpoint(checkpoint, average=True)
     keep = {k: meta[k] for k in ("step", "model", "mean", "std", "image_dtype", "train_config")
             if k in meta}
+    keep["model"] = dict(keep["model"], dtype="float32")      # rebuilt as it is stored
     header = dict(format=CHECKPOINT_FORMAT, optimizer=None, dropout_rng=None, ema=None,
                   provenance=provenance, **keep)
     arrays = {f"param/{k}": np.asarray(v, np.float32) for k, v in params.items()}

@@ -50,8 +50,8 @@ def build_parser():
     ap.add_argument("image", help="an image (PNG/TIFF), a multi-page TIFF, a folder of frames "
                                   "or a zarr store")
     ap.add_argument("--model", choices=sorted(SHIPPED), help="a model that ships with tinyunet "
-                    "instead of a checkpoint: isbi2012 (EM membranes, trained on the 30 ISBI "
-                    "2012 slices)")
+                    "instead of a checkpoint: isbi2012 (EM membranes, trained on ISBI 2012 "
+                    "slices 0-24)")
     ap.add_argument("--out", help="output folder (default: predictions/ beside the checkpoint)")
     ap.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     ap.add_argument("--tile", type=int,

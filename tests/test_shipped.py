@@ -1,0 +1,87 @@
+"""The models that ship with tinyunet (issue 20): checkpoint.ship writes the averaged parameters
+in float32 with their provenance and nothing to resume from; the shipped ISBI model loads by
+name, says how it was made, scores the validation slices it never trained on exactly as its
+provenance says, and runs through predict.py --model."""
+import json
+
+import numpy as np
+import pytest
+
+from tinyunet import UNet
+from tinyunet.checkpoint import SHIPPED, load_checkpoint, load_model, save_checkpoint, ship
+from tinyunet.optim import EMA, SGD
+
+SHIPPED_JSON = SHIPPED["isbi2012"].with_suffix(".json")
+
+
+def test_ship_keeps_the_average_in_float32_with_provenance_and_no_optimizer(tmp_path):
+    model = UNet(base_channels=2, depth=2, seed=0, dtype="float64")
+    ema = EMA(model, decay=0.5)
+    for _ in range(3):
+        for p in model.params.values():
+            p += 0.25
+        ema.update()
+    path = tmp_path / "latest.npz"
+    save_checkpoint(path, model, SGD(model, 0.01), 3,
+                    dict(mean=0.4, std=0.2, image_dtype="uint8", train_config=dict(steps=3)),
+                    ema=ema)
+    prov = {"command": "train", "steps": 3}
+    out = ship(path, tmp_path / "shipped.npz", prov)
+    meta, params, buffers = load_checkpoint(out)
+    assert meta["provenance"] == prov and meta["step"] == 3
+    assert meta["optimizer"] is None and meta["ema"] is None and not buffers
+    assert (meta["mean"], meta["std"], meta["image_dtype"]) == (0.4, 0.2, "uint8")
+    for k, v in params.items():
+        assert v.dtype == np.float32
+        np.testing.assert_allclose(v, ema.average[k].astype(np.float32))
+    assert not np.allclose(params["out.bias"], model.params["out.bias"])   # the average, not raw
+    loaded, meta2 = load_model(out)
+    assert loaded.dtype == np.float32 and meta2["provenance"] == prov
+
+
+def test_an_unknown_or_missing_model_is_a_clear_error(tmp_path):
+    from tinyunet.checkpoint import CheckpointError
+    with pytest.raises(CheckpointError, match="no-such.npz"):
+        load_model(tmp_path / "no-such.npz")
+
+
+def test_the_isbi_model_ships_with_its_provenance():
+    model, meta = load_model("isbi2012")
+    assert SHIPPED["isbi2012"].stat().st_size < 10 * 2**20          # a few MB
+    prov = meta["provenance"]
+    assert prov == json.loads(SHIPPED_JSON.read_text())
+    assert prov["steps"] == meta["step"] == meta["train_config"]["steps"]
+    assert prov["command"].startswith("python examples/train_isbi.py --data isbi --preset cpu")
+    assert len(prov["commit"]) == 40
+    for kind in ("plain", "tta"):
+        assert 0 < prov["scores_last"][kind]["rand_error"] < 1
+    assert (model.config["base_channels"], model.depth) == (16, 4)
+    assert all(v.dtype == np.float32 for v in model.params.values())
+
+
+def test_the_isbi_model_scores_the_slices_it_never_saw_as_its_provenance_says(isbi_dir):
+    from tinyunet import metrics
+    from tinyunet.data import load_stack, normalise
+    from tinyunet.infer import predict_tiled
+    model, meta = load_model("isbi2012")
+    prov = meta["provenance"]
+    assert prov["data"]["val_slices"] == "25-29" and prov["data"]["train_slices"] == "0-24"
+    images = load_stack(isbi_dir / "train-volume.tif")[25:30]
+    truth = load_stack(isbi_dir / "train-labels.tif")[25:30] > 127
+    probs = np.stack([predict_tiled(model, x, tile=380, channel=1)
+                      for x in normalise(images, meta["mean"], meta["std"])])
+    got = metrics.evaluate(probs, truth, topology=False)
+    for k in ("pixel_error", "rand_error", "iou"):                  # the float32 file is the run
+        assert abs(got[k] - prov["scores_last"]["plain"][k]) < 1e-4, (k, got[k])
+
+
+def test_predict_with_the_shipped_model_writes_into_the_working_folder(tmp_path, monkeypatch):
+    import tifffile
+    from tinyunet.commands import predict
+    rng = np.random.default_rng(0)
+    tifffile.imwrite(tmp_path / "em.tif", rng.integers(0, 256, (200, 200), dtype=np.uint8))
+    monkeypatch.chdir(tmp_path)
+    predict.main(["--model", "isbi2012", "em.tif", "--tile", "380"])
+    prob = tifffile.imread(tmp_path / "predictions" / "em_prob.tif")
+    assert prob.squeeze().shape == (200, 200) and 0 <= prob.min() and prob.max() <= 1
+    assert (tmp_path / "predictions" / "em_overlay.png").exists()
