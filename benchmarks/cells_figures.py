@@ -58,6 +58,9 @@ def main():
         if run is None or not (run / "final_metrics.json").exists():
             print(f"{group}: not finished")
             continue
+        if not (run / "latest.npz").exists():
+            print(f"{group}: only its logs are here ({run}): rerun it for the frame figures")
+            continue
         cfg = json.loads((run / "config.json").read_text())
         images, inst, names, _ = load_ctc(CTC_DIR / name)
         val = parse_slices(cfg["data"]["val_slices"], len(images))

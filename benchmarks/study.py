@@ -3,7 +3,9 @@ cells_study.py use it).
 
 Each run is one `examples/train_isbi.py` command whose run directory lives in runs/study/<name>/
 (git-ignored: checkpoints stay out of git), its output in train.log beside it. A finished run
-(final_metrics.json) is skipped, an unfinished one resumes. --jobs 2 runs two commands at once,
+(final_metrics.json) is skipped, an unfinished one resumes. A finished run's logs (config.json,
+log.jsonl, final_metrics.json, train.log; no checkpoint) are kept in results/runs/<name>/, which
+git tracks: the tables and the figures drawn from logs are remade from there where runs/ is gone. --jobs 2 runs two commands at once,
 one thread each: on 2 cores that has 1.35x the throughput of one run on two threads.
 """
 import argparse
@@ -21,18 +23,35 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "runs" / "study"
 CTC_DIR = default_ctc_dir()                             # the cell tracking challenge's sets
 RESULTS = ROOT / "benchmarks" / "results"
+LOGS = RESULTS / "runs"                                 # the finished runs' logs, tracked by git
+KEPT = ("config.json", "log.jsonl", "final_metrics.json")
 
 
-def run_dir_of(name):
-    """The run directory of a study run: the one folder train_isbi.py made in OUT/name."""
+def run_dir_of(name, logs=True):
+    """The run directory of a study run: the one folder train_isbi.py made in OUT/name; where
+    there is none and logs=True, its kept logs in results/runs/<name> (no checkpoints)."""
     made = sorted(p.parent for p in (OUT / name).glob("*/config.json"))
-    return made[-1] if made else None
+    if made:
+        return made[-1]
+    return LOGS / name if logs and (LOGS / name / "config.json").exists() else None
+
+
+def keep_logs(name, run):
+    """Copy a finished run's logs (KEPT and its train.log) into results/runs/<name>."""
+    if run.parent.parent == LOGS or not (run / "final_metrics.json").exists():
+        return
+    (LOGS / name).mkdir(parents=True, exist_ok=True)
+    for f in KEPT:
+        (LOGS / name / f).write_bytes((run / f).read_bytes())
+    if (OUT / name / "train.log").exists():
+        (LOGS / name / "train.log").write_text((OUT / name / "train.log").read_text()
+                                               .replace(str(ROOT) + "/", ""))
 
 
 def run_one(name, argv, threads):
     """Start (or resume) one run; returns (name, what happened)."""
     out = OUT / name
-    run_dir = run_dir_of(name)
+    run_dir = run_dir_of(name, logs=False)
     if run_dir and (run_dir / "final_metrics.json").exists():
         return name, "done before"
     out.mkdir(parents=True, exist_ok=True)
@@ -48,6 +67,8 @@ def run_one(name, argv, threads):
         f.write(" ".join(cmd) + "\n")
         f.flush()
         rc = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
+    if rc == 0:
+        keep_logs(name, run_dir_of(name, logs=False))
     return name, f"exit {rc} after {(time.time() - t0) / 60:.1f} min"
 
 
@@ -95,6 +116,10 @@ def cli(doc, groups, commands, table, shown_prefix=""):
     ap.add_argument("--table", action="store_true", help="write the results table and stop")
     args = ap.parse_args()
     if args.table:
+        for name in commands("all"):
+            run = run_dir_of(name, logs=False)
+            if run is not None:
+                keep_logs(name, run)
         return table()
     runs = commands(args.group)
     if args.only:
