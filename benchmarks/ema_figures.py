@@ -37,7 +37,7 @@ def jumps(steps, values):
 
 def main():
     from matplotlib.figure import Figure
-    present = {name: run_dir_of(group) for name, group in RUNS.items() if run_dir_of(group)}
+    present = {name: run for name, group in RUNS.items() if (run := run_dir_of(group))}
     if not present:
         raise SystemExit("no run of the study yet: python benchmarks/laptop_study.py ema")
     fig = Figure(figsize=(6 * len(present), 4.4))

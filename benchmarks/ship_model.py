@@ -1,6 +1,6 @@
 """Ship a finished run's last checkpoint as a model of tinyunet (tinyunet/models/, issue 20).
 
-    python benchmarks/ship_model.py runs/study/ema/preset-cpu-ema-9000-seed-0/<run>   # -> isbi2012
+    python benchmarks/ship_model.py runs/study/ema/preset-cpu-ema-9000-seed-0/<run> --threads 1
 
 Writes tinyunet/models/NAME.npz (the run's last averaged parameters in float32, no optimizer
 state: checkpoint.ship) and NAME.json, its provenance: the command that trained it, the commit,
@@ -16,7 +16,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from study import ROOT
+from study import ROOT, run_minutes
 
 from tinyunet.checkpoint import MODELS, load_checkpoint, ship
 
@@ -27,10 +27,9 @@ def scores(m):
             for kind in ("plain", "tta")}
 
 
-def provenance(run):
+def provenance(run, threads=None):
     cfg = json.loads((run / "config.json").read_text())
     final = json.loads((run / "final_metrics.json").read_text())
-    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     train_log = run.parent / "train.log"
     command = (train_log.read_text().splitlines()[0] if train_log.exists() else None)
     if command:                                  # as a user types it: python, paths in the checkout
@@ -39,7 +38,6 @@ def provenance(run):
     start = datetime.strptime(run.name[:15], "%Y%m%d-%H%M%S")
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-list", "-1", f"--before={start}",
                              "HEAD"], capture_output=True, text=True).stdout.strip()
-    minutes = max((r.get("seconds", 0) for r in log), default=0) / 60
     d = cfg["data"]
     return {
         "command": command,
@@ -48,7 +46,7 @@ def provenance(run):
         "data": {"set": Path(d["source"]).name, "train_slices": d["train_slices"],
                  "val_slices": d["val_slices"], "fingerprint": d.get("fingerprint")},
         "steps": cfg["steps"], "seed": cfg["seed"], "ema": cfg["ema"],
-        "minutes": round(minutes), "threads": 1,
+        "minutes": round(run_minutes(run)), **({"threads": threads} if threads else {}),
         "shipped": "the last checkpoint (averaged parameters), chosen on nothing",
         "scores_last": {"step": final["last"]["step"], **scores(final["last"])},
         "scores_best": {"step": final["step"], **scores(final)},
@@ -60,6 +58,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("run", type=Path, help="a finished run directory (final_metrics.json)")
     ap.add_argument("--name", default="isbi2012")
+    ap.add_argument("--threads", type=int, help="the threads the run trained with, for the "
+                    "provenance (the studies' runs: 1); not recorded in a run's files")
     ap.add_argument("--overwrite", action="store_true")
     args = ap.parse_args()
     run = args.run
@@ -68,7 +68,7 @@ def main():
     out = MODELS / f"{args.name}.npz"
     if out.exists() and not args.overwrite:
         sys.exit(f"error: {out} exists: --overwrite replaces it")
-    prov = provenance(run)
+    prov = provenance(run, args.threads)
     ship(run / "latest.npz", out, prov)
     (MODELS / f"{args.name}.json").write_text(json.dumps(prov, indent=1) + "\n")
     meta, params, _ = load_checkpoint(out)

@@ -5,8 +5,9 @@ Each run is one `examples/train_isbi.py` command whose run directory lives in ru
 (git-ignored: checkpoints stay out of git), its output in train.log beside it. A finished run
 (final_metrics.json) is skipped, an unfinished one resumes. A finished run's logs (config.json,
 log.jsonl, final_metrics.json, train.log; no checkpoint) are kept in results/runs/<name>/, which
-git tracks: the tables and the figures drawn from logs are remade from there where runs/ is gone. --jobs 2 runs two commands at once,
-one thread each: on 2 cores that has 1.35x the throughput of one run on two threads.
+git tracks: the tables and the figures drawn from logs are remade from there where runs/ is
+gone. --jobs 2 runs two commands at once, one thread each: on 2 cores that has 1.35x the
+throughput of one run on two threads.
 """
 import argparse
 import json
@@ -37,8 +38,8 @@ def run_dir_of(name, logs=True):
 
 
 def keep_logs(name, run):
-    """Copy a finished run's logs (KEPT and its train.log) into results/runs/<name>."""
-    if run.parent.parent == LOGS or not (run / "final_metrics.json").exists():
+    """Copy a finished run's logs (KEPT and its train.log) from runs/ into results/runs/<name>."""
+    if not (run / "final_metrics.json").exists():
         return
     (LOGS / name).mkdir(parents=True, exist_ok=True)
     for f in KEPT:
@@ -87,10 +88,14 @@ def finished(runs):
         run = run_dir_of(name)
         if run is None or not (run / "final_metrics.json").exists():
             continue
-        log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
-        secs = max((r["seconds"] for r in log if "seconds" in r), default=float("nan"))
-        yield (name, argv, run, json.loads((run / "config.json").read_text()), secs / 60,
+        yield (name, argv, run, json.loads((run / "config.json").read_text()), run_minutes(run),
                json.loads((run / "final_metrics.json").read_text()))
+
+
+def run_minutes(run):
+    """A run's training time in minutes, from its log (NaN where it logged none)."""
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    return max((r["seconds"] for r in log if "seconds" in r), default=float("nan")) / 60
 
 
 def write_table(name, head, rows):

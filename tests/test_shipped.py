@@ -39,10 +39,13 @@ def test_ship_keeps_the_average_in_float32_with_provenance_and_no_optimizer(tmp_
     assert loaded.dtype == np.float32 and meta2["provenance"] == prov
 
 
-def test_an_unknown_or_missing_model_is_a_clear_error(tmp_path):
+def test_an_unknown_or_missing_model_is_a_clear_error(tmp_path, monkeypatch):
     from tinyunet.checkpoint import CheckpointError
     with pytest.raises(CheckpointError, match="no-such.npz"):
         load_model(tmp_path / "no-such.npz")
+    monkeypatch.setitem(SHIPPED, "isbi2012", tmp_path / "gone.npz")   # an installation without it
+    with pytest.raises(CheckpointError, match="'isbi2012' is not in this installation"):
+        load_model("isbi2012")
 
 
 def test_the_isbi_model_ships_with_its_provenance():

@@ -182,7 +182,7 @@ def export(checkpoint, fmt, out, name=None, url=None):
         raise ValueError(f"unknown format {fmt!r}: valid formats are onnx, torchscript and "
                          f"bioimageio")
     formats = ["onnx"] + (["torchscript"] if importlib.util.find_spec("torch") else [])
-    to_bioimageio(checkpoint, out, name=name, url=url, formats=formats, model=model,
+    to_bioimageio(checkpoint, out, name=name, url=url, formats=formats, model=model, meta=meta,
                   scores=validation_scores(checkpoint, meta))
     runners = {"onnx": onnx_runner, "torchscript": torchscript_runner}
     files = {"onnx": "model.onnx", "torchscript": "model.pt"}
@@ -195,7 +195,7 @@ def validation_scores(checkpoint, meta):
     checkpoint's scores, latest.npz: the last one's); None where neither says."""
     prov = meta.get("provenance") or {}
     if "scores_last" in prov:
-        return {"checkpoint": "last (averaged parameters)", "scored_on": prov.get("scored_on"),
+        return {"checkpoint": prov.get("shipped"), "scored_on": prov.get("scored_on"),
                 **prov["scores_last"]}
     try:
         final = json.loads((Path(checkpoint).parent / "final_metrics.json").read_text())
@@ -273,16 +273,17 @@ def rdf(meta, name, description, tile, files, offset=None, authors=None, trainin
 
 def to_bioimageio(checkpoint, out, name=None, description=None, test_image=None,
                   formats=("onnx", "torchscript"), offset=None, scores=None, url=None,
-                  training_data=None, model=None):
+                  training_data=None, model=None, meta=None):
     """Write a bioimage.io package (a folder) for a checkpoint: rdf.yaml, the weights in
     `formats`, test tensors (input: raw grey values, output: tinyunet's own probabilities of
     them), a README and a cover; returns the folder. test_image: a 2-D uint8 image to make the
-    test tensors from (default: a synthetic EM image)."""
+    test tensors from (default: a synthetic EM image); model, meta: the checkpoint's, where the
+    caller has loaded them already."""
     yaml = _need("yaml")
     from .checkpoint import model_from_checkpoint
     from .data import grey_range, normalise, synthetic_em
-    loaded, meta = model_from_checkpoint(checkpoint, "cpu")
-    model = model or loaded
+    if model is None or meta is None:
+        model, meta = model_from_checkpoint(checkpoint, "cpu")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tile = valid_input_sizes(model.depth)[1]

@@ -208,6 +208,3 @@ def make_config(args, saved, dev, data):
         return cfg.check()
     except ValueError as e:
         raise UserError(f"the run's settings: {e}") from None
-
-
-

@@ -2,8 +2,8 @@
 
 Membrane labels are binary, as the ISBI challenge ships them: 255 = cell interior (class 1),
 0 = membrane (class 0); instance labels (cells) are integer masks, 0 = background, each cell
-its own number, as the cell tracking challenge ships them. Everything is checked on load: counts, sizes and label values, with errors that say
-what was found. Data that cannot be used raises DataError (a ValueError; DataNotFoundError, for
+its own number, as the cell tracking challenge ships them. Everything is checked on load:
+counts, sizes and label values, with errors that say what was found. Data that cannot be used raises DataError (a ValueError; DataNotFoundError, for
 a missing file or folder, is also a FileNotFoundError): the message names the file and says what
 is valid, so a command can show it to its user as it is.
 
@@ -157,8 +157,8 @@ def load_pairs(folder, image_glob="*image*", label_glob="*label*", kind="membran
 
     By default images are the files whose name contains "image" and labels those containing
     "label" (e.g. 000_image.png, 000_label.png). Returns (N, H, W) images in their file's grey
-    type (8- or 16-bit integers, or floats) and labels: classes 0/1 as uint8 (kind="membranes")
-    or instance numbers (kind="instances").
+    type (8- or 16-bit integers, or floats) and labels as their files hold them: checked to be
+    0 / 255 (kind="membranes") or instance numbers (kind="instances").
     """
     folder = Path(folder)
     imgs, labs = image_files(folder, image_glob), image_files(folder, label_glob)

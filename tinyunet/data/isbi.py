@@ -18,7 +18,8 @@ def default_isbi_dir():
 
 def load_isbi(data_dir=None):
     """(train_images, train_labels, test_images), (N, H, W) each, from the challenge's files: the
-    images in their files' grey type (uint8 for ISBI), the labels as classes 0/1."""
+    images in their files' grey type (uint8 for ISBI), the labels as the file holds them, checked
+    to be 0 (membrane) and 255 (cell interior)."""
     data_dir = Path(data_dir) if data_dir is not None else default_isbi_dir()
     check_folder(data_dir)
     missing = [f for f in ISBI_FILES[:2] if not (data_dir / f).exists()]
