@@ -1,14 +1,28 @@
 """The cells study's numbers frame by frame, and its figures (issue 18, docs/15-cells.md).
 
-    python benchmarks/cells_figures.py            # after cells_study.py: results/cells_frames.md,
-                                                  # docs/figures/cells_merges.png, cells_curves.png
+    python benchmarks/cells_figures.py    # after cells_study.py: results/cells_frames.md and
+                                          # cells_weights.md, docs/figures/cells_merges.png,
+                                          # cells_weights.png, cells_curves.png
 
 For every finished run of benchmarks/cells_study.py, its last checkpoint (the averaged weights,
 chosen on nothing) segments its validation frames: SEG, cells merged and split per frame
 (metrics.merged_and_split_cells), and SEG at other thresholds of P(cell) than the 0.5 the preset
 uses. It also segments every frame of the sequence that has no reference mask and scores it
 against the challenge's silver truth (computer-made, not a human reference, but frames the run
-never trained on). The figure compares the merges of the three weightings on DIC-HeLa.
+never trained on), with its merged and split cells frame by frame: two validation frames hold
+26 cells, where one merge more or less moves SEG by 0.03; the unannotated frames hold a thousand.
+
+The weight-map comparison (issue 18: eq. 2's border term, class balancing alone, no weights, and
+the border term at 2.5 times the paper's w0, the same recipe on DIC-HeLa) is
+results/cells_weights.md: each weighting's SEG on the validation frames (last checkpoint, and the
+mean of the validations of the second half of training, which one lucky checkpoint moves less)
+and its merges and splits per frame on the silver truth; cells_merges.png shows the merges on
+one validation frame, cells_weights.png the merged and split cells frame by frame along the
+sequence.
+
+The threshold is chosen on the silver truth (results/cells_thresholds.md: SEG at each threshold
+on the frames never trained on, the best of them, and the validation frames at 0.5 and at it),
+so that the frames it is scored on play no part in choosing it.
 """
 import json
 import re
@@ -16,6 +30,7 @@ import re
 import numpy as np
 from scipy import ndimage as ndi
 
+from cells_study import weighting
 from study import CTC_DIR, RESULTS, ROOT, run_dir_of
 from tinyunet import metrics
 from tinyunet.checkpoint import model_from_checkpoint
@@ -26,7 +41,8 @@ from tinyunet.infer import label_cells, predict_tiled
 
 FIGURES = ROOT / "docs" / "figures"
 RUNS = {"presets/hela": "DIC-C2DH-HeLa", "presets/u373": "PhC-C2DH-U373",
-        "weights/hela-balanced": "DIC-C2DH-HeLa", "weights/hela-none": "DIC-C2DH-HeLa"}
+        "weights/hela-balanced": "DIC-C2DH-HeLa", "weights/hela-none": "DIC-C2DH-HeLa",
+        "weights/hela-w0-25": "DIC-C2DH-HeLa"}
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 
 
@@ -36,23 +52,35 @@ def probabilities(model, meta, images, tile):
 
 
 def silver_scores(model, meta, cfg, name, trained):
-    """SEG against the silver truth of the frames without a reference mask."""
+    """The frames without a reference mask against the silver truth: SEG at each threshold,
+    and at the preset's 0.5 the frames, their merged and split cells and their cell counts."""
     folder = CTC_DIR / name
     seq = sorted(p.parent.name[:-3] for p in folder.glob("*_GT/SEG"))[0]
-    pred, ref = [], []
+    probs, ref, frames = [], [], []
     for st in sorted((folder / f"{seq}_ST" / "SEG").glob("man_seg*.tif")):
         t = re.findall(r"\d+", st.name)[-1]
         if f"{seq}/t{t}" in trained:
             continue
-        image = load_stack(folder / seq / f"t{t}.tif")
-        p = probabilities(model, meta, image, cfg["tile"])[0]
-        pred.append(label_cells(p, 0.5, cfg["border"], cfg["min_cell"]))
+        probs += probabilities(model, meta, load_stack(folder / seq / f"t{t}.tif"), cfg["tile"])
         ref.append(load_stack(st, labels=True)[0].astype(np.int32))
-    return metrics.seg(np.stack(pred), np.stack(ref)), len(pred)
+        frames.append(int(t))
+    ref = np.stack(ref)
+    by_t = {t: np.stack([label_cells(p, t, cfg["border"], cfg["min_cell"]) for p in probs])
+            for t in THRESHOLDS}
+    return dict(seg=metrics.seg(by_t[0.5], ref), frames=frames,
+                by_t={t: metrics.seg(c, ref)["seg"] for t, c in by_t.items()},
+                ms=metrics.merged_and_split_cells(by_t[0.5], ref),
+                cells=[len(np.unique(r[r > 0])) for r in ref])
+
+
+def second_half_seg(run, steps):
+    """Mean validation SEG (plain, averaged weights) over the validations after steps / 2."""
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    return float(np.mean([r["val"]["seg"] for r in log if "val" in r and r["step"] > steps / 2]))
 
 
 def main():
-    rows, merges, curves = [], {}, {}
+    rows, merges, curves, weights, thresholds = [], {}, {}, {}, []
     for group, name in RUNS.items():
         run = run_dir_of(group)
         if run is None or not (run / "final_metrics.json").exists():
@@ -74,17 +102,34 @@ def main():
         for i, c, p in zip(val, cells, probs):
             r = metrics.seg(c, inst[i])
             ms = metrics.merged_and_split_cells(c, inst[i])[0]
-            rows.append(f"| {group} | {cfg['weighting']} | {names[i]} | {r['seg']:.4f} | "
+            rows.append(f"| {group} | {weighting(cfg)} | {names[i]} | {r['seg']:.4f} | "
                         f"{r['reference']} | {r['predicted']} | {ms['merges']} | "
                         f"{ms['splits']} |")
-        silver, n = silver_scores(model, meta, cfg, name, trained)
-        rows.append(f"| {group} | {cfg['weighting']} | validation frames | "
+        st = silver_scores(model, meta, cfg, name, trained)
+        silver, n = st["seg"], len(st["frames"])
+        chosen = max(st["by_t"], key=st["by_t"].get)
+        thresholds.append(
+            f"| {group} | {weighting(cfg)} | "
+            + " | ".join(f"{st['by_t'][t]:.4f}" for t in THRESHOLDS)
+            + f" | {chosen} | {by_t[0.5]:.4f} | {by_t[chosen]:.4f} |")
+        rows.append(f"| {group} | {weighting(cfg)} | validation frames | "
                     f"{metrics.seg(np.stack(cells), inst[val])['seg']:.4f} | | | | | "
                     f"thresholds {', '.join(f'{t}: {s:.4f}' for t, s in by_t.items())}; "
                     f"silver truth of the {n} frames without a reference: SEG "
                     f"{silver['seg']:.4f}, F1 {silver['f1']:.3f} |")
         if name == "DIC-C2DH-HeLa":
-            merges[cfg["weighting"]] = (images[val[0]], cells[0], inst[val[0]], names[val[0]])
+            merges[group] = (images[val[0]], cells[0], inst[val[0]], names[val[0]])
+            final = json.loads((run / "final_metrics.json").read_text())["last"]
+            val_ms = metrics.merged_and_split_cells(np.stack(cells), inst[val])
+            weights[group] = dict(
+                name=weighting(cfg), steps=cfg["steps"], plain=final["plain"]["seg"],
+                tta=final["tta"]["seg"], half=second_half_seg(run, cfg["steps"]),
+                val_merged=sum(m["merges"] for m in val_ms),
+                val_split=sum(m["splits"] for m in val_ms), val_cells=int(sum(
+                    len(np.unique(r[r > 0])) for r in inst[val])),
+                silver=silver["seg"], silver_f1=silver["f1"], frames=st["frames"],
+                merged=[m["merges"] for m in st["ms"]], split=[m["splits"] for m in st["ms"]],
+                cells=st["cells"])
         log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
         curves[group] = [(r["step"], r["val"]["seg"]) for r in log if "val" in r]
     text = ("| run | weighting | frame | SEG (last checkpoint) | cells | found | merged | split "
@@ -92,12 +137,59 @@ def main():
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "cells_frames.md").write_text(text)
     print(text)
+    if thresholds:
+        text = ("| run | weighting | "
+                + " | ".join(f"silver truth: SEG at {t}" for t in THRESHOLDS)
+                + " | chosen on the silver truth | validation SEG at 0.5 | validation SEG at "
+                "the chosen threshold |\n|" + "---|" * (len(THRESHOLDS) + 5) + "\n"
+                + "\n".join(thresholds) + "\n")
+        (RESULTS / "cells_thresholds.md").write_text(text)
+        print(text)
     from matplotlib.figure import Figure
+    order = [g for g in RUNS if g in weights]
+    if weights:
+        lines = []
+        for w in order:
+            r = weights[w]
+            lines.append(
+                f"| {r['name']} ({w}) | {r['steps']} | {r['plain']:.4f} / {r['tta']:.4f} | "
+                f"{r['half']:.4f} | {r['val_merged']} / {r['val_split']} of {r['val_cells']} | "
+                f"{r['silver']:.4f} / {r['silver_f1']:.3f} | {np.mean(r['merged']):.2f} / "
+                f"{np.mean(r['split']):.2f} of {np.mean(r['cells']):.1f} | "
+                f"{sum(r['merged']) / sum(r['cells']):.1%} / "
+                f"{sum(r['split']) / sum(r['cells']):.1%} |")
+        (RESULTS / "cells_weights.md").write_text(
+            "| weighting (run) | steps | validation SEG, last checkpoint (plain / TTA) | "
+            "validation SEG, mean of the second half's validations | validation frames: merged "
+            "/ split cells | silver truth: SEG / F1 | silver truth: merged / split cells per "
+            "frame | silver truth: share of cells merged / split |\n"
+            "|---|---|---|---|---|---|---|---|\n" + "\n".join(lines) + "\n")
+        print("\n".join(lines))
+        fig = Figure(figsize=(9, 5.5))
+        ax = fig.subplots(2, 1, sharex=True)
+        for w in order:
+            r = weights[w]
+            ax[0].plot(r["frames"], np.array(r["merged"]) / np.array(r["cells"]), ".-", ms=4,
+                       label=f"{r['name']}: {sum(r['merged']) / sum(r['cells']):.1%} of the "
+                       "cells")
+            ax[1].plot(r["frames"], np.array(r["split"]) / np.array(r["cells"]), ".-", ms=4,
+                       label=f"{r['name']}: {sum(r['split']) / sum(r['cells']):.1%}")
+        ax[0].set(ylabel="share of cells merged", title="DIC-HeLa 01, the frames without a "
+                  "reference mask, against the silver truth (last checkpoints)")
+        ax[1].set(ylabel="share of cells split", xlabel="frame")
+        for a in ax:
+            a.legend(fontsize=8, title="weighting", title_fontsize=8)
+            a.set_ylim(bottom=0)
+        fig.tight_layout()
+        fig.savefig(FIGURES / "cells_weights.png", dpi=100)
     if merges:
         from tinyunet.plots import instance_colours
-        order = [w for w in ("paper", "balanced", "none") if w in merges]
-        fig = Figure(figsize=(5 * len(order), 5.4))
-        ax = np.atleast_1d(fig.subplots(1, len(order)))
+        cols = min(len(order), 2)
+        rows_ = -(-len(order) // cols)
+        fig = Figure(figsize=(5 * cols, 5.4 * rows_))
+        ax = np.atleast_1d(fig.subplots(rows_, cols)).ravel()
+        for a in ax[len(order):]:
+            a.axis("off")
         for a, w in zip(ax, order):
             image, pred, ref, frame = merges[w]
             ms = metrics.merged_and_split_cells(pred, ref)[0]
@@ -105,7 +197,7 @@ def main():
             merged = np.isin(ref, ms["merged"]) & (ref > 0)
             rgb[merged & ~ndi.binary_erosion(merged, iterations=2)] = (1, 0, 0)
             a.imshow(rgb)
-            a.set_title(f"weighting {w}: {ms['merges']} merged, {ms['splits']} split\n"
+            a.set_title(f"{weights[w]['name']}: {ms['merges']} merged, {ms['splits']} split\n"
                         f"(frame {frame}; merged reference cells outlined red)", fontsize=9)
             a.axis("off")
         fig.tight_layout()
