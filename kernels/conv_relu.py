@@ -1,212 +1,511 @@
-"""3x3 convolution + bias + ReLU on the CPU, in row bands: the Numba twin of
-tinyunet.ops.conv3x3_relu (same signatures, same numbers; tests/test_kernels_conv.py checks the
-one against the other). engine.choose_engine runs it on the CPU; CuPy arrays never come here.
+"""3x3 convolution + bias + ReLU on the CPU, computed directly: the Numba twin of
+tinyunet.ops.conv3x3_relu (same signatures, same numbers up to the order of the sums;
+tests/test_kernels_conv.py checks the one against the other). engine.choose_engine runs it on
+the CPU; CuPy arrays never come here.
 
-Why bands. A layer's im2col columns are 9x its input (186 MiB for the first layers of the paper's
-network at 572x572). Building them for the whole image writes them to memory and reads them back
-for the GEMM, and keeping them for the backward pass costs more memory than all the activations.
-Instead, each call walks the output rows in bands: im2col of one band into a small slice of the
-workspace (about `BAND_BYTES`, so it is still in the cache when the GEMM reads it), one GEMM,
-bias + ReLU on the band while it is hot. The backward pass rebuilds the band's columns from the
-layer's input (which the network keeps anyway: it is the previous layer's output), so nothing
-column-sized outlives a call. Per band, dw += dz @ cols^T, and dx gets the adjoint of im2col
-(col2im) of w^T @ dz. Bands are made of full input-width rows (see im2col_band), so every copy
-is one contiguous slice per (channel, tap).
+No column matrix. The readable op copies the input nine times over (im2col) so that one GEMM can
+do the work; the copy, and the packing a BLAS does on top of it, cost as much as the arithmetic in
+the layers with few channels. Here the input is read where it lies: output pixel (i, j) of filter
+f is
 
-Threads (kernels/threads.py): the bands of a call are split into one contiguous run per thread,
-each with its own slice of the workspace and its own partial dw and db, summed in thread order
-after the join. Only the first band of a run can share input rows with another thread's band in
-dx (the 2 rows that two neighbouring bands both touch): that band adds into a private halo,
-added after the join.
+    y[f, i, j] = b[f] + sum over c, a, d of w[f, c, a, d] * x[c, i + a, j + d]
+
+and for a row of pixels j..j+23 every term (c, a, d) reads 24 consecutive floats of x, starting at
+offs[c*9 + a*3 + d] + i*W + j, offs = c*H*W + a*W + d (the im2col matrix's row, never built). The
+work is done in register tiles (`_tile`): 4 filters x 24 pixels (12 vectors, kernels/simd.py) of
+partial sums stay in registers while the kernel walks the 9C terms, each one vector load per 8
+pixels and one broadcast per filter, 12 fused multiply-adds. The weights are packed once per call
+as (F/4, 9C, 4), so a tile reads its 4 filters' weights in sequence.
+
+Cache blocking: the 9C terms are taken KC input channels at a time (the tile's weights for a
+chunk, 9*16*4 floats, stay in L1), over a band of output rows whose input rows fit BAND_BYTES (in
+L2); the partial sums go to y between chunks. Deep layers (many channels, few pixels) thus read
+their large weight matrix once per band instead of once per row.
+
+The backward pass is the same kernel twice over, and one reduction:
+  - dz = dy where y > 0 (ReLU), db = the sum of dz, written with a 2-pixel border of zeros
+    (`relu_grad_pad`);
+  - dx is a valid 3x3 convolution of that padded dz with the weights turned by 180 degrees and
+    their two channel axes swapped: dx[c, i, j] = sum over f, a, d of
+    w[f, c, 2 - a, 2 - d] * dzp[f, i + a, j + d]  (the same `conv_rows`, without bias or ReLU);
+  - dw[f, c, a, d] = sum over i, j of dz[f, i, j] * x[c, i + a, j + d] (`dw_rows`): tiles of
+    4 filters x the 3 taps d of one (c, a), vectors along the pixels, summed across the lanes once
+    per band.
+
+Threads (kernels/threads.py) share the work without sharing a sum: the forward pass and dx split
+the output rows, dw and db the filters, and every output number is computed by one thread in an
+order fixed by the layer's shape alone. So the numbers do not depend on the number of threads
+(tests/test_kernels_conv.py checks 1, 2 and 3 threads bit for bit).
 """
 import numpy as np
 from numba import njit
 
 from ..backend import scratch
 from . import threads
+from .simd import (ld, lanes, vadd, vbcast, vfma, vload, vload_n, vmax0, vstore, vstore_n,
+                   vsum, vwhere_pos, vzero)
 
-BAND_BYTES = 1 << 20        # columns of one band: ~1 MiB, fits the per-core L2 cache
-MIN_BAND_COLS = 2048        # but at least this many GEMM columns (deep layers: few, wide rows)
-MAX_BAND_BYTES = 8 << 20    # and never more than 8 MiB of columns (the workspace's size)
+MR = 4                   # filters per register tile
+NV = 3                   # vectors of pixels per register tile (24 float32 pixels)
+KC = 16                  # input channels per pass over a tile's weights
+BAND_BYTES = 128 << 10   # input rows of one channel chunk that a band keeps in the cache
+DW_BAND_BYTES = 256 << 10   # the rows of x and of 4 filters' dz that one band of dw reads
+DW_MIN_PIXELS = 2048     # but at least this many pixels per band (a band ends in lane sums)
 
 
 def forward(x, w, b, workspace=None, keep=True):
     """y = relu(conv3x3(x, w) + b) for x (N, C, H, W) -> (y (N, F, H-2, W-2), cache).
 
-    cache = (x, w, y), or None when keep=False. `workspace`: a backend.Workspace for the bands'
-    columns (a fresh array without one)."""
+    cache = (x, w, y), or None when keep=False. (`workspace` is accepted for the readable op's
+    signature; the forward pass needs no scratch memory.)"""
+    x = np.ascontiguousarray(x)
     n, c, h, wd = x.shape
     f = w.shape[0]
-    x = np.ascontiguousarray(x)
-    w2 = w.reshape(f, c * 9)
     y = np.empty((n, f, h - 2, wd - 2), x.dtype)
-    rows = band_rows(c, wd, x.itemsize, h - 2, threads.THREADS)
-    bands = _bands(n, h - 2, rows)
-    size = c * 9 * rows * wd                          # one thread's columns; then its GEMM output
-    per = size + f * rows * wd
-    buf = scratch(workspace, per * min(threads.THREADS, len(bands)), x.dtype)
-
-    def work(t, run):
-        mine = buf[t * per:(t + 1) * per]
-        for i, r0, r1 in run:
-            m = (r1 - r0) * wd
-            cols = mine[:c * 9 * m].reshape(c * 9, m)
-            yb = mine[size:size + f * m].reshape(f, m)
-            im2col_band(x[i], r0, r1, cols)
-            np.matmul(w2, cols, out=yb)                     # (F, band), still in the cache
-            bias_relu_band(yb, b, r0, r1, y[i])
-
-    threads.parallel_runs(work, bands)
+    _conv(x, pack(w), b.astype(x.dtype, copy=False), y, True)
     return y, ((x, w, y) if keep else None)
 
 
 def backward(dy, cache, workspace=None, input_grad=True):
     """dy = dL/dy -> (dx (N, C, H, W) or None, dw (F, C, 3, 3), db (F,)).
 
-    cache = (x, w, y) from forward (y gives the ReLU's mask); the columns of x are rebuilt band
-    by band. input_grad=False skips dx (the network's input layer). dy is not changed.
-
-    dx: dcols = w^T @ dz (C*9 rows per band), folded back into dx by col2im; a thread's first
-    band adds into a halo, as two bands share 2 rows of dx.
-    """
+    cache = (x, w, y) from forward (y gives the ReLU's mask). input_grad=False skips dx (the
+    network's input layer). dy is not changed. `workspace` holds the padded dz."""
     x, w, y = cache
     n, c, h, wd = x.shape
     f = w.shape[0]
     dy = np.ascontiguousarray(dy)
-    x = np.ascontiguousarray(x)
-    w2t = w.reshape(f, c * 9).T
-    dx = np.zeros(x.shape, x.dtype) if input_grad else None
-    rows = band_rows(c, wd, x.itemsize, h - 2, threads.THREADS)
-    bands = _bands(n, h - 2, rows)
-    size = c * 9 * rows * wd
-    per = 2 * size + f * rows * wd                    # a thread's columns, dcols and dz
-    buf = scratch(workspace, per * min(threads.THREADS, len(bands)), x.dtype)
-
-    def work(t, run):
-        mine = buf[t * per:(t + 1) * per]
-        dwt = np.zeros((c * 9, f), x.dtype)           # dw transposed, see below
-        dwt_band = np.empty((c * 9, f), x.dtype)
-        db = np.zeros(f, x.dtype)
-        halo = None
-        for i, r0, r1 in run:
-            m = (r1 - r0) * wd
-            dz = mine[2 * size:2 * size + f * m].reshape(f, m)
-            relu_grad_band(dy[i], y[i], r0, r1, dz, db)           # (F, band), 0 past W'
-            cols = mine[:c * 9 * m].reshape(c * 9, m)
-            im2col_band(x[i], r0, r1, cols)                       # rebuilt, not kept
-            # dw^T += cols @ dz^T (C*9, F): the same product as dz @ cols^T, but with the long
-            # band as the inner dimension of a tall result, OpenBLAS runs it faster.
-            np.matmul(cols, dz.T, out=dwt_band)
-            dwt += dwt_band
-            if input_grad:
-                dcols = mine[size:size + c * 9 * m].reshape(c * 9, m)
-                np.matmul(w2t, dz, out=dcols)                     # (C*9, band)
-                if t > 0 and halo is None and r0 > 0:             # rows r0, r0+1 are shared
-                    halo = (i, r0, np.zeros((c, r1 - r0 + 2, wd), x.dtype))
-                    col2im_band_add(dcols, 0, r1 - r0, halo[2])
-                else:
-                    col2im_band_add(dcols, r0, r1, dx[i])
-            halo = halo or ()                         # only a run's first band may need one
-        return dwt, db, halo
-
-    parts = threads.parallel_runs(work, bands)
-    dwt, db = parts[0][0], parts[0][1]
-    for part_dwt, part_db, halo in parts[1:]:         # a fixed order: reproducible sums
-        dwt += part_dwt
-        db += part_db
-        if halo:
-            i, r0, rows_ = halo
-            dx[i, :, r0:r0 + rows_.shape[1]] += rows_
-    return dx, np.ascontiguousarray(dwt.T).reshape(w.shape), db
+    fp = -(-f // MR) * MR                              # filters padded to whole tiles
+    dzp = scratch(workspace, n * fp * (h + 2) * (wd + 2), x.dtype).reshape(n, fp, h + 2, wd + 2)
+    db = np.zeros(f, x.dtype)
+    groups = _split(fp, min(fp, 4 * threads.THREADS))
+    threads.parallel_runs(lambda t, run: [relu_grad_pad(dy, y, dzp, db, f0, f1)
+                                          for f0, f1 in run], groups)
+    dw = np.zeros(w.shape, x.dtype)
+    tiles = [(fb, fb + 1) for fb in range(fp // MR)]
+    threads.parallel_runs(lambda t, run: [dw_rows(x, dzp, dw, f0, f1) for f0, f1 in run], tiles)
+    if not input_grad:
+        return None, dw, db
+    dx = np.empty(x.shape, x.dtype)
+    wt = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))   # (C, F, 3, 3)
+    _conv(dzp, pack(wt), np.zeros(c, x.dtype), dx, False, channels=f)
+    return dx, dw, db
 
 
-def _bands(n, ho, rows):
-    """(image, first row, end row) of every band of `rows` output rows."""
-    return [(i, r0, min(r0 + rows, ho)) for i in range(n) for r0 in range(0, ho, rows)]
+def pack(w):
+    """w (F, C, 3, 3), or any (F, K...) -> (ceil(F/4), K, 4) with K = 9C (or the product of the
+    other axes): each tile's 4 filters side by side, zeros for the filters past F, so that a
+    tile reads its weights in order."""
+    f = w.shape[0]
+    k = w[0].size
+    fp = -(-f // MR) * MR
+    wp = np.zeros((fp, k), w.dtype)
+    wp[:f] = w.reshape(f, k)
+    return np.ascontiguousarray(wp.reshape(fp // MR, MR, k).transpose(0, 2, 1))
 
 
-def band_rows(c, w, itemsize, ho, n_threads=1):
-    """Output rows per band: columns of about BAND_BYTES, but >= MIN_BAND_COLS GEMM columns
-    (a GEMM of few columns re-reads the whole weight matrix for little work), at most
-    MAX_BAND_BYTES of columns (the deep layers' 9C rows are long: the workspace would grow to
-    hundreds of MiB for the paper's network), and at least one band per thread."""
-    row = 9 * c * w * itemsize                        # bytes of columns per output row
-    rows = max(BAND_BYTES // row, -(-MIN_BAND_COLS // w))
-    rows = min(rows, MAX_BAND_BYTES // row, -(-ho // n_threads))
-    return max(1, rows)
+def _split(n, parts):
+    """[(start, end)] of `parts` near-equal runs of range(n), the empty ones left out."""
+    return [(n * p // parts, n * (p + 1) // parts) for p in range(parts)
+            if n * p // parts < n * (p + 1) // parts]
+
+
+def _conv(x, wp, b, y, relu, channels=None):
+    """y (N, F, Ho, Wo) = the valid conv of x[:, :channels] (N, C', Ho+2, Wo+2) with the packed
+    weights, + b, ReLU if relu; the output rows split among the threads."""
+    n, _, _, wo = x.shape
+    c = x.shape[1] if channels is None else channels
+    offs = offsets(c, x.shape[2], x.shape[3])
+    ho = y.shape[2]
+    pieces = [(i, r0, r1) for i in range(n) for r0, r1 in _split(ho, threads.THREADS)]
+    threads.parallel_runs(lambda t, run: [conv_rows(x[i], offs, wp, b, y[i], r0, r1, relu)
+                                          for i, r0, r1 in run], pieces)
+
+
+def offsets(c, h, w):
+    """offs[c*9 + a*3 + d] = c*H*W + a*W + d: where term (c, a, d) starts in the flat input."""
+    k = np.arange(c * 9)
+    return (k // 9) * (h * w) + (k % 9 // 3) * w + k % 3
 
 
 @njit(nogil=True, cache=True)
-def im2col_band(x, r0, r1, cols):
-    """x (C, H, W) -> cols (C*9, (r1-r0)*W): the columns of output rows r0..r1-1, in full rows.
+def conv_rows(x, offs, wp, b, y, r0, r1, relu, kc=KC * 9):
+    """y[:, r0:r1] = the valid 3x3 conv of x (C', H, W) over the terms offs (9C of them) with
+    packed weights wp (F/4, 9C, 4), + b (F,), then max(., 0) if relu. y (F, H-2, W-2).
 
-    cols[c*9 + a*3 + d, (i - r0)*W + j] = x[c, i + a, j + d] for j < W' = W - 2: as in
-    tinyunet.ops.conv3x3.im2col, except that each row of the band is W wide, not W'. Then the 9C
-    rows of cols are plain contiguous slices of x (one copy each, no per-row loop); the two extra
-    columns per row (j = W', W'+1) hold values from the next row, which the caller discards
-    (forward) or multiplies by zeros (backward). Past the end of x they are set to 0.
-    """
-    c_, h, w = x.shape
-    n = (r1 - r0) * w
-    xf = x.reshape(c_, h * w)
-    for k in range(c_ * 9):                  # one column row per (channel, tap)
-        c, a, d = k // 9, (k % 9) // 3, k % 3
-        s = (r0 + a) * w + d
-        m = min(n, h * w - s)
-        cols[k, :m] = xf[c, s:s + m]
-        cols[k, m:] = 0
-
-
-@njit(nogil=True, cache=True)
-def col2im_band_add(dcols, r0, r1, dx):
-    """dx (C, H, W) += the adjoint of im2col_band(., r0, r1): each column row added back into
-    place as one contiguous slice. The two extra columns per row of dcols must be 0 (they are:
-    they come from zero columns of dz), so adding them where they land changes nothing.
-    (A private halo of rows r0 .. r1+1 is the call with r0 = 0, r1 = r1 - r0.)"""
-    c_, h, w = dx.shape
-    n = (r1 - r0) * w
-    dxf = dx.reshape(c_, h * w)
-    for c in range(c_):
-        for t in range(9):
-            s = (r0 + t // 3) * w + t % 3
-            m = min(n, h * w - s)
-            dxf[c, s:s + m] += dcols[c * 9 + t, :m]
-
-
-@njit(nogil=True, cache=True)
-def bias_relu_band(yb, b, r0, r1, y):
-    """y[f, i, j] = max(yb[f, (i - r0)*W + j] + b[f], 0) for rows r0..r1-1, j < W'.
-
-    yb (F, (r1-r0)*W) is a band of GEMM output in full rows; y (F, H', W') the layer's output."""
+    The terms are taken kc at a time (KC input channels). With one output row and offs[k] =
+    k * T this is a plain GEMM, y (F, 1, T) = W (F, K) @ x (K, 1, T): kernels/winograd.py."""
     f_, ho, wo = y.shape
-    w = wo + 2
-    for f in range(f_):
-        bf = b[f]
-        for i in range(r0, r1):
-            o = (i - r0) * w
-            for j in range(wo):
-                v = yb[f, o + j] + bf
-                y[f, i, j] = v if v > 0 else 0
+    w = x.shape[2]
+    k_ = offs.shape[0]
+    xf, yf = x.ravel(), y.ravel()
+    nr = NV * lanes(x.dtype)
+    nb = wo // nr                                   # whole tiles per row, then a tail
+    tail = wo - nb * nr
+    rb = max(1, BAND_BYTES // (w * max(1, min(kc, k_) // 9) * x.itemsize) - 2)
+    for b0 in range(r0, r1, rb):
+        b1 = min(r1, b0 + rb)
+        for k0 in range(0, k_, kc):
+            k1 = min(k_, k0 + kc)
+            first, last = k0 == 0, k1 == k_
+            # the rows whose tail, read in whole vectors, would not run past the end of x
+            safe = min(b1, (xf.size - ld(offs, k1 - 1) - nb * nr - nr) // w + 1)
+            fbs = wp.shape[0]
+            for fb in range(fbs):
+                wq = wp[fb].ravel()
+                for i in range(b0, b1):
+                    for jb in range(nb):
+                        _tile(xf, offs, k0, k1, wq, b, yf, fb * MR, i, jb * nr, w, f_, ho, wo,
+                              first, last, relu)
+                    if tail > lanes(x.dtype) and i < safe:
+                        _tail(xf, offs, k0, k1, wq, b, yf, fb * MR, i, nb * nr, w, f_, ho, wo,
+                              first, last, relu)
+                    elif tail > 0 and i >= safe:
+                        _tail_masked(xf, offs, k0, k1, wq, b, yf, fb * MR, i, nb * nr, w, f_,
+                                     ho, wo, first, last, relu)
+            if 0 < tail <= lanes(x.dtype):              # a short tail: 8 filters at a time
+                for fb in range(0, fbs, 2):
+                    wq, wr = wp[fb].ravel(), wp[min(fb + 1, fbs - 1)].ravel()
+                    for i in range(b0, min(b1, safe)):
+                        _tail8(xf, offs, k0, k1, wq, wr, b, yf, fb * MR, i, nb * nr, w, f_, ho,
+                               wo, first, last, relu)
 
 
-@njit(nogil=True, cache=True, fastmath={"reassoc"})
-def relu_grad_band(dy, y, r0, r1, dzb, db):
-    """dzb[f, (i - r0)*W + j] = dy[f, i, j] where y > 0, else 0 (and 0 in the two extra
-    columns); db[f] += the band's sum of dz. dy and y (F, H', W').
+@njit(nogil=True, cache=True, inline="always")
+def _tile(xf, offs, k0, k1, wq, b, yf, f, i, j0, w, f_, ho, wo, first, last, relu):
+    """One register tile: filters f..f+3, pixels j0..j0+3L-1 of output row i, terms k0..k1-1.
+    yf: y (F, Ho, Wo) flat; rows of filters past F are neither read nor written."""
+    L = lanes(xf.dtype)
+    plane = ho * wo
+    y0 = (min(f, f_ - 1) * ho + i) * wo + j0        # where the tile's rows start in yf
+    y1 = (min(f + 1, f_ - 1) * ho + i) * wo + j0
+    y2 = (min(f + 2, f_ - 1) * ho + i) * wo + j0
+    y3 = (min(f + 3, f_ - 1) * ho + i) * wo + j0
+    if first:
+        a00 = vzero(xf.dtype); a01 = vzero(xf.dtype); a02 = vzero(xf.dtype)
+        a10 = vzero(xf.dtype); a11 = vzero(xf.dtype); a12 = vzero(xf.dtype)
+        a20 = vzero(xf.dtype); a21 = vzero(xf.dtype); a22 = vzero(xf.dtype)
+        a30 = vzero(xf.dtype); a31 = vzero(xf.dtype); a32 = vzero(xf.dtype)
+    else:                                   # the partial sums of the chunks before
+        a00 = vload(yf, y0); a01 = vload(yf, y0 + L); a02 = vload(yf, y0 + 2 * L)
+        a10 = vload(yf, y1); a11 = vload(yf, y1 + L); a12 = vload(yf, y1 + 2 * L)
+        a20 = vload(yf, y2); a21 = vload(yf, y2 + L); a22 = vload(yf, y2 + 2 * L)
+        a30 = vload(yf, y3); a31 = vload(yf, y3 + L); a32 = vload(yf, y3 + 2 * L)
+    base = i * w + j0
+    q = k0 * MR
+    for k in range(k0, k1):
+        o = ld(offs, k) + base
+        x0 = vload(xf, o); x1 = vload(xf, o + L); x2 = vload(xf, o + 2 * L)
+        c = vbcast(wq, q)
+        a00 = vfma(c, x0, a00); a01 = vfma(c, x1, a01); a02 = vfma(c, x2, a02)
+        c = vbcast(wq, q + 1)
+        a10 = vfma(c, x0, a10); a11 = vfma(c, x1, a11); a12 = vfma(c, x2, a12)
+        c = vbcast(wq, q + 2)
+        a20 = vfma(c, x0, a20); a21 = vfma(c, x1, a21); a22 = vfma(c, x2, a22)
+        c = vbcast(wq, q + 3)
+        a30 = vfma(c, x0, a30); a31 = vfma(c, x1, a31); a32 = vfma(c, x2, a32)
+        q += MR
+    if last:                                # the final sums: + bias, ReLU
+        a00, a01, a02 = _finish3(a00, a01, a02, b, min(f, f_ - 1), relu)
+        a10, a11, a12 = _finish3(a10, a11, a12, b, min(f + 1, f_ - 1), relu)
+        a20, a21, a22 = _finish3(a20, a21, a22, b, min(f + 2, f_ - 1), relu)
+        a30, a31, a32 = _finish3(a30, a31, a32, b, min(f + 3, f_ - 1), relu)
+    if f < f_:
+        vstore(yf, y0, a00); vstore(yf, y0 + L, a01); vstore(yf, y0 + 2 * L, a02)
+    if f + 1 < f_:
+        vstore(yf, y1, a10); vstore(yf, y1 + L, a11); vstore(yf, y1 + 2 * L, a12)
+    if f + 2 < f_:
+        vstore(yf, y2, a20); vstore(yf, y2 + L, a21); vstore(yf, y2 + 2 * L, a22)
+    if f + 3 < f_:
+        vstore(yf, y3, a30); vstore(yf, y3 + L, a31); vstore(yf, y3 + 2 * L, a32)
 
-    y > 0 exactly where the pre-activation was > 0: ReLU's gradient at 0 is 0, as in
-    tinyunet.ops.relu.
-    (fastmath 'reassoc' only lets the db sum be vectorised.)"""
-    f_, ho, wo = y.shape
-    w = wo + 2
-    for f in range(f_):
+
+@njit(nogil=True, cache=True, inline="always")
+def _finish3(v0, v1, v2, b, f, relu):
+    bf = vbcast(b, f)
+    v0, v1, v2 = vadd(v0, bf), vadd(v1, bf), vadd(v2, bf)
+    if relu:
+        v0, v1, v2 = vmax0(v0), vmax0(v1), vmax0(v2)
+    return v0, v1, v2
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _finish1(v, b, f, relu):
+    v = vadd(v, vbcast(b, f))
+    return vmax0(v) if relu else v
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _tail(xf, offs, k0, k1, wq, b, yf, f, i, j0, w, f_, ho, wo, first, last, relu):
+    """The last n = Wo - j0 pixels of output row i, fewer than a tile's, in 2 or 3 vectors
+    (n > L): 4 filters x 2 or 3 vectors. The last vector reads past the row's end (those lanes
+    are computed and never stored: the stores are masked), so the caller makes sure that it
+    does not read past the end of x (else _tail_masked). (n <= L: _tail8.)"""
+    L = lanes(xf.dtype)
+    n = wo - j0 - L * ((wo - j0 - 1) // L)          # lanes of the last vector
+    y0 = (min(f, f_ - 1) * ho + i) * wo + j0
+    y1 = (min(f + 1, f_ - 1) * ho + i) * wo + j0
+    y2 = (min(f + 2, f_ - 1) * ho + i) * wo + j0
+    y3 = (min(f + 3, f_ - 1) * ho + i) * wo + j0
+    base = i * w + j0
+    q = k0 * MR
+    if wo - j0 > 2 * L:                               # three vectors, the third masked
+        if first:
+            a00 = vzero(xf.dtype); a01 = vzero(xf.dtype); a02 = vzero(xf.dtype)
+            a10 = vzero(xf.dtype); a11 = vzero(xf.dtype); a12 = vzero(xf.dtype)
+            a20 = vzero(xf.dtype); a21 = vzero(xf.dtype); a22 = vzero(xf.dtype)
+            a30 = vzero(xf.dtype); a31 = vzero(xf.dtype); a32 = vzero(xf.dtype)
+        else:
+            a00 = vload(yf, y0); a01 = vload(yf, y0 + L); a02 = vload_n(yf, y0 + 2 * L, n)
+            a10 = vload(yf, y1); a11 = vload(yf, y1 + L); a12 = vload_n(yf, y1 + 2 * L, n)
+            a20 = vload(yf, y2); a21 = vload(yf, y2 + L); a22 = vload_n(yf, y2 + 2 * L, n)
+            a30 = vload(yf, y3); a31 = vload(yf, y3 + L); a32 = vload_n(yf, y3 + 2 * L, n)
+        for k in range(k0, k1):
+            o = ld(offs, k) + base
+            x0 = vload(xf, o); x1 = vload(xf, o + L); x2 = vload(xf, o + 2 * L)
+            c = vbcast(wq, q)
+            a00 = vfma(c, x0, a00); a01 = vfma(c, x1, a01); a02 = vfma(c, x2, a02)
+            c = vbcast(wq, q + 1)
+            a10 = vfma(c, x0, a10); a11 = vfma(c, x1, a11); a12 = vfma(c, x2, a12)
+            c = vbcast(wq, q + 2)
+            a20 = vfma(c, x0, a20); a21 = vfma(c, x1, a21); a22 = vfma(c, x2, a22)
+            c = vbcast(wq, q + 3)
+            a30 = vfma(c, x0, a30); a31 = vfma(c, x1, a31); a32 = vfma(c, x2, a32)
+            q += MR
+        if last:
+            a00, a01, a02 = _finish3(a00, a01, a02, b, min(f, f_ - 1), relu)
+            a10, a11, a12 = _finish3(a10, a11, a12, b, min(f + 1, f_ - 1), relu)
+            a20, a21, a22 = _finish3(a20, a21, a22, b, min(f + 2, f_ - 1), relu)
+            a30, a31, a32 = _finish3(a30, a31, a32, b, min(f + 3, f_ - 1), relu)
+        if f < f_:
+            vstore(yf, y0, a00); vstore(yf, y0 + L, a01); vstore_n(yf, y0 + 2 * L, a02, n)
+        if f + 1 < f_:
+            vstore(yf, y1, a10); vstore(yf, y1 + L, a11); vstore_n(yf, y1 + 2 * L, a12, n)
+        if f + 2 < f_:
+            vstore(yf, y2, a20); vstore(yf, y2 + L, a21); vstore_n(yf, y2 + 2 * L, a22, n)
+        if f + 3 < f_:
+            vstore(yf, y3, a30); vstore(yf, y3 + L, a31); vstore_n(yf, y3 + 2 * L, a32, n)
+    else:                                             # two vectors, the second masked
+        if first:
+            a00 = vzero(xf.dtype); a01 = vzero(xf.dtype); a10 = vzero(xf.dtype)
+            a11 = vzero(xf.dtype); a20 = vzero(xf.dtype); a21 = vzero(xf.dtype)
+            a30 = vzero(xf.dtype); a31 = vzero(xf.dtype)
+        else:
+            a00 = vload(yf, y0); a01 = vload_n(yf, y0 + L, n)
+            a10 = vload(yf, y1); a11 = vload_n(yf, y1 + L, n)
+            a20 = vload(yf, y2); a21 = vload_n(yf, y2 + L, n)
+            a30 = vload(yf, y3); a31 = vload_n(yf, y3 + L, n)
+        for k in range(k0, k1):
+            o = ld(offs, k) + base
+            x0 = vload(xf, o); x1 = vload(xf, o + L)
+            c = vbcast(wq, q)
+            a00 = vfma(c, x0, a00); a01 = vfma(c, x1, a01)
+            c = vbcast(wq, q + 1)
+            a10 = vfma(c, x0, a10); a11 = vfma(c, x1, a11)
+            c = vbcast(wq, q + 2)
+            a20 = vfma(c, x0, a20); a21 = vfma(c, x1, a21)
+            c = vbcast(wq, q + 3)
+            a30 = vfma(c, x0, a30); a31 = vfma(c, x1, a31)
+            q += MR
+        if last:
+            a00, a01 = _finish1(a00, b, min(f, f_ - 1), relu), _finish1(a01, b, min(f, f_ - 1), relu)
+            a10, a11 = _finish1(a10, b, min(f + 1, f_ - 1), relu), _finish1(a11, b, min(f + 1, f_ - 1), relu)
+            a20, a21 = _finish1(a20, b, min(f + 2, f_ - 1), relu), _finish1(a21, b, min(f + 2, f_ - 1), relu)
+            a30, a31 = _finish1(a30, b, min(f + 3, f_ - 1), relu), _finish1(a31, b, min(f + 3, f_ - 1), relu)
+        if f < f_:
+            vstore(yf, y0, a00); vstore_n(yf, y0 + L, a01, n)
+        if f + 1 < f_:
+            vstore(yf, y1, a10); vstore_n(yf, y1 + L, a11, n)
+        if f + 2 < f_:
+            vstore(yf, y2, a20); vstore_n(yf, y2 + L, a21, n)
+        if f + 3 < f_:
+            vstore(yf, y3, a30); vstore_n(yf, y3 + L, a31, n)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _tail8(xf, offs, k0, k1, wq, wr, b, yf, f, i, j0, w, f_, ho, wo, first, last, relu):
+    """The last n = Wo - j0 <= L pixels of output row i: 8 filters (f..f+3 with weights wq,
+    f+4..f+7 with wr) x 1 vector, so that 8 sums are in flight (4 would wait on the
+    multiply-adds' latency). Reads past the row's end as _tail does; the stores are masked."""
+    n = wo - j0
+    base = i * w + j0
+    y0 = (min(f, f_ - 1) * ho + i) * wo + j0
+    y1 = (min(f + 1, f_ - 1) * ho + i) * wo + j0
+    y2 = (min(f + 2, f_ - 1) * ho + i) * wo + j0
+    y3 = (min(f + 3, f_ - 1) * ho + i) * wo + j0
+    y4 = (min(f + 4, f_ - 1) * ho + i) * wo + j0
+    y5 = (min(f + 5, f_ - 1) * ho + i) * wo + j0
+    y6 = (min(f + 6, f_ - 1) * ho + i) * wo + j0
+    y7 = (min(f + 7, f_ - 1) * ho + i) * wo + j0
+    if first:
+        a0 = vzero(xf.dtype); a1 = vzero(xf.dtype); a2 = vzero(xf.dtype); a3 = vzero(xf.dtype)
+        a4 = vzero(xf.dtype); a5 = vzero(xf.dtype); a6 = vzero(xf.dtype); a7 = vzero(xf.dtype)
+    else:
+        a0 = vload_n(yf, y0, n); a1 = vload_n(yf, y1, n); a2 = vload_n(yf, y2, n)
+        a3 = vload_n(yf, y3, n); a4 = vload_n(yf, y4, n); a5 = vload_n(yf, y5, n)
+        a6 = vload_n(yf, y6, n); a7 = vload_n(yf, y7, n)
+    q = k0 * MR
+    for k in range(k0, k1):
+        x0 = vload(xf, ld(offs, k) + base)
+        a0 = vfma(vbcast(wq, q), x0, a0); a1 = vfma(vbcast(wq, q + 1), x0, a1)
+        a2 = vfma(vbcast(wq, q + 2), x0, a2); a3 = vfma(vbcast(wq, q + 3), x0, a3)
+        a4 = vfma(vbcast(wr, q), x0, a4); a5 = vfma(vbcast(wr, q + 1), x0, a5)
+        a6 = vfma(vbcast(wr, q + 2), x0, a6); a7 = vfma(vbcast(wr, q + 3), x0, a7)
+        q += MR
+    _put1(yf, y0, a0, n, b, f, f_, last, relu)
+    _put1(yf, y1, a1, n, b, f + 1, f_, last, relu)
+    _put1(yf, y2, a2, n, b, f + 2, f_, last, relu)
+    _put1(yf, y3, a3, n, b, f + 3, f_, last, relu)
+    _put1(yf, y4, a4, n, b, f + 4, f_, last, relu)
+    _put1(yf, y5, a5, n, b, f + 5, f_, last, relu)
+    _put1(yf, y6, a6, n, b, f + 6, f_, last, relu)
+    _put1(yf, y7, a7, n, b, f + 7, f_, last, relu)
+
+
+@njit(nogil=True, cache=True)
+def _tail_masked(xf, offs, k0, k1, wq, b, yf, f, i, j0, w, f_, ho, wo, first, last, relu):
+    """As _tail, one masked vector at a time, reading nothing past the row's end: for the rows
+    whose tail would read past the end of x."""
+    L = lanes(xf.dtype)
+    for j in range(j0, wo, L):
+        n = min(L, wo - j)
+        y0 = (min(f, f_ - 1) * ho + i) * wo + j
+        y1 = (min(f + 1, f_ - 1) * ho + i) * wo + j
+        y2 = (min(f + 2, f_ - 1) * ho + i) * wo + j
+        y3 = (min(f + 3, f_ - 1) * ho + i) * wo + j
+        if first:
+            a0 = vzero(xf.dtype); a1 = vzero(xf.dtype); a2 = vzero(xf.dtype)
+            a3 = vzero(xf.dtype)
+        else:
+            a0 = vload_n(yf, y0, n); a1 = vload_n(yf, y1, n); a2 = vload_n(yf, y2, n)
+            a3 = vload_n(yf, y3, n)
+        base = i * w + j
+        q = k0 * MR
+        for k in range(k0, k1):
+            x0 = vload_n(xf, ld(offs, k) + base, n)
+            a0 = vfma(vbcast(wq, q), x0, a0); a1 = vfma(vbcast(wq, q + 1), x0, a1)
+            a2 = vfma(vbcast(wq, q + 2), x0, a2); a3 = vfma(vbcast(wq, q + 3), x0, a3)
+            q += MR
+        _put1(yf, y0, a0, n, b, f, f_, last, relu)
+        _put1(yf, y1, a1, n, b, f + 1, f_, last, relu)
+        _put1(yf, y2, a2, n, b, f + 2, f_, last, relu)
+        _put1(yf, y3, a3, n, b, f + 3, f_, last, relu)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _put1(yf, o, v, n, b, f, f_, last, relu):
+    if f < f_:
+        if last:
+            v = _finish1(v, b, f, relu)
+        vstore_n(yf, o, v, n)
+
+
+@njit(nogil=True, cache=True)
+def relu_grad_pad(dy, y, dzp, db, f0, f1):
+    """For filters f0..f1-1 of every image: dzp[n, f] = dy[n, f] where y[n, f] > 0, else 0, inside
+    a 2-pixel border of zeros (filters past F: all zeros), and db[f] = its sum (lanes summed once
+    per row, rows and images in order). dy, y (N, F, Ho, Wo); dzp (N, F', Ho+4, Wo+4)."""
+    n_, f_, ho, wo = dy.shape
+    L = lanes(dy.dtype)
+    for f in range(f0, f1):
         s = 0.0
-        for i in range(r0, r1):
-            o = (i - r0) * w
-            for j in range(wo):
-                g = dy[f, i, j] if y[f, i, j] > 0 else 0.0
-                dzb[f, o + j] = g
-                s += g
-            dzb[f, o + wo] = 0
-            dzb[f, o + wo + 1] = 0
-        db[f] += s
+        for i in range(n_):
+            z = dzp[i, f]
+            z[:2] = 0
+            z[ho + 2:] = 0
+            if f >= f_:
+                z[2:ho + 2] = 0
+                continue
+            for r in range(ho):
+                zr = z[r + 2]
+                zr[:2] = 0
+                zr[wo + 2:] = 0
+                g, m = dy[i, f, r], y[i, f, r]
+                acc = vzero(dy.dtype)
+                for j in range(0, wo, L):
+                    k = min(L, wo - j)
+                    v = vwhere_pos(vload_n(m, j, k), vload_n(g, j, k))
+                    vstore_n(zr, j + 2, v, k)
+                    acc = vadd(acc, v)
+                s += vsum(acc)
+        if f < f_:
+            db[f] = s
+
+
+@njit(nogil=True, cache=True)
+def dw_rows(x, dzp, dw, fb0, fb1):
+    """dw[f] = sum over images and pixels of dz[f, i, j] * x[c, i + a, j + d] for the filters of
+    tiles fb0..fb1-1 (4 filters each). x (N, C, H, W); dzp (N, F', H+2, W+2) from relu_grad_pad;
+    dw (F, C, 3, 3), zero on entry. Bands of rows (fixed by the shape) end in lane sums."""
+    n_, c_, h, w = x.shape
+    f_ = dw.shape[0]
+    ho, wo = h - 2, w - 2
+    wp = w + 2
+    L = lanes(x.dtype)
+    nv = wo // L                                      # whole vectors per row, then a tail
+    per_row = (c_ * w + MR * wp) * x.itemsize
+    rb = max(1, DW_BAND_BYTES // per_row, -(-DW_MIN_PIXELS // wo))
+    xf = x.ravel()
+    zf = dzp.ravel()
+    fp = dzp.shape[1]
+    for i in range(n_):
+        for b0 in range(0, ho, rb):
+            b1 = min(ho, b0 + rb)
+            for fb in range(fb0, fb1):
+                f = fb * MR
+                for c in range(c_):
+                    for a in range(3):
+                        _dw_tile(xf, zf, dw, i, f, c, a, b0, b1, c_, h, w, fp, nv)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _dw_tile(xf, zf, dw, i, f, c, a, b0, b1, c_, h, w, fp, nv):
+    """dw[f..f+3, c, a, 0..2] += the band b0..b1-1's sums (12 vectors of partial sums)."""
+    L = lanes(xf.dtype)
+    wp = w + 2
+    wo = w - 2
+    plane = (h + 2) * wp
+    z = xf.dtype
+    s00 = vzero(z); s01 = vzero(z); s02 = vzero(z)
+    s10 = vzero(z); s11 = vzero(z); s12 = vzero(z)
+    s20 = vzero(z); s21 = vzero(z); s22 = vzero(z)
+    s30 = vzero(z); s31 = vzero(z); s32 = vzero(z)
+    for r in range(b0, b1):
+        xo = ((i * c_ + c) * h + r + a) * w           # x[i, c, r + a, 0]
+        zo = ((i * fp + f) * (h + 2) + r + 2) * wp + 2   # dzp[i, f, r + 2, 2]
+        for v in range(nv):
+            j = v * L
+            x0 = vload(xf, xo + j); x1 = vload(xf, xo + j + 1); x2 = vload(xf, xo + j + 2)
+            g = vload(zf, zo + j)
+            s00 = vfma(g, x0, s00); s01 = vfma(g, x1, s01); s02 = vfma(g, x2, s02)
+            g = vload(zf, zo + plane + j)
+            s10 = vfma(g, x0, s10); s11 = vfma(g, x1, s11); s12 = vfma(g, x2, s12)
+            g = vload(zf, zo + 2 * plane + j)
+            s20 = vfma(g, x0, s20); s21 = vfma(g, x1, s21); s22 = vfma(g, x2, s22)
+            g = vload(zf, zo + 3 * plane + j)
+            s30 = vfma(g, x0, s30); s31 = vfma(g, x1, s31); s32 = vfma(g, x2, s32)
+        if nv * L < wo:                               # the row's last pixels, masked
+            j = nv * L
+            n = wo - j
+            x0 = vload_n(xf, xo + j, n); x1 = vload_n(xf, xo + j + 1, n)
+            x2 = vload_n(xf, xo + j + 2, n)
+            g = vload_n(zf, zo + j, n)
+            s00 = vfma(g, x0, s00); s01 = vfma(g, x1, s01); s02 = vfma(g, x2, s02)
+            g = vload_n(zf, zo + plane + j, n)
+            s10 = vfma(g, x0, s10); s11 = vfma(g, x1, s11); s12 = vfma(g, x2, s12)
+            g = vload_n(zf, zo + 2 * plane + j, n)
+            s20 = vfma(g, x0, s20); s21 = vfma(g, x1, s21); s22 = vfma(g, x2, s22)
+            g = vload_n(zf, zo + 3 * plane + j, n)
+            s30 = vfma(g, x0, s30); s31 = vfma(g, x1, s31); s32 = vfma(g, x2, s32)
+    _dw_add(dw, f, c, a, s00, s01, s02)
+    _dw_add(dw, f + 1, c, a, s10, s11, s12)
+    _dw_add(dw, f + 2, c, a, s20, s21, s22)
+    _dw_add(dw, f + 3, c, a, s30, s31, s32)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _dw_add(dw, f, c, a, s0, s1, s2):
+    if f < dw.shape[0]:
+        dw[f, c, a, 0] += vsum(s0)
+        dw[f, c, a, 1] += vsum(s1)
+        dw[f, c, a, 2] += vsum(s2)

@@ -1,6 +1,6 @@
 """The CPU engine (kernels/conv_relu.py, pool.py, threads.py) against the readable ops it
 replaces, and the whole network on the kernels against the whole network on the readable ops
-(the route CuPy takes)."""
+(the route CuPy takes); the same bits on any number of threads."""
 import numpy as np
 import pytest
 
@@ -9,15 +9,6 @@ from tinyunet import (UNet, backend, conv3x3, conv3x3_relu, max_pool2x2, relu,
 from tinyunet.engine import choose_engine
 from tinyunet.kernels import conv_relu as k
 from tinyunet.kernels import pool, threads
-
-
-@pytest.fixture
-def small_bands(monkeypatch):
-    """Force many bands (2 output rows each) so that band edges are exercised on small images."""
-    monkeypatch.setattr(k, "BAND_BYTES", 1)
-    monkeypatch.setattr(k, "MIN_BAND_COLS", 1)
-    assert k.band_rows(3, 12, 8, 7) == 1
-    monkeypatch.setattr(k, "MIN_BAND_COLS", 24)          # 2 rows of width 12
 
 
 class NaNWorkspace(backend.Workspace):
@@ -31,50 +22,84 @@ def workspace():
     return NaNWorkspace()
 
 
-@pytest.mark.parametrize("shape", [(3, 9, 7), (1, 5, 12)])
-def test_im2col_and_col2im_bands_equal_the_readable_ops_band_by_band(rng, shape):
-    x = rng.standard_normal(shape)
-    c, h, w = shape
-    full = conv3x3.im2col(x[None])[0].reshape(c * 9, h - 2, w - 2)
-    dcols = rng.standard_normal(full.shape)
-    dx = np.zeros(shape)
-    for r0, r1 in [(0, 2), (2, 3), (3, h - 2)]:             # uneven bands covering every row
-        cols = np.full((c * 9, (r1 - r0) * w), np.nan)
-        k.im2col_band(x, r0, r1, cols)                       # rows of width W, not W - 2
-        np.testing.assert_array_equal(cols.reshape(c * 9, r1 - r0, w)[:, :, :w - 2],
-                                      full[:, r0:r1])
-        assert np.isfinite(cols).all()                      # the extra columns are set too
-        band = np.zeros((c * 9, r1 - r0, w))                 # the extra columns are 0
-        band[:, :, :w - 2] = dcols[:, r0:r1]
-        k.col2im_band_add(band.reshape(c * 9, -1), r0, r1, dx)
-    want = conv3x3.col2im(dcols.reshape(1, c * 9, -1), (1,) + shape)[0]
-    np.testing.assert_allclose(dx, want, rtol=1e-13, atol=1e-13)
-
-
-@pytest.mark.parametrize("bands, n_threads", [("one", 1), ("one", 2), ("many", 1), ("many", 2),
-                                              ("many", 3)])
-def test_conv3x3_relu_kernels_equal_readable_ops(rng, request, monkeypatch, bands, n_threads):
-    # several threads: each takes a run of bands; a run's first band adds dx through a halo
-    monkeypatch.setattr(threads, "THREADS", n_threads)
-    if bands == "many":
-        request.getfixturevalue("small_bands")
-    x = rng.standard_normal((2, 3, 9, 12))
-    w, b = rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)
+def conv_both_ways(rng, shape, f, dtype="float64"):
+    """The readable conv3x3 + relu and the kernel on the same random layer: (kernel, readable)
+    tuples of (y, dx, dw, db)."""
+    x = rng.standard_normal(shape).astype(dtype)
+    w = rng.standard_normal((f, shape[1], 3, 3)).astype(dtype)
+    b = rng.standard_normal(f).astype(dtype)
     z, conv_cache = conv3x3.forward(x, w, b)
     y_ref, _ = relu.forward(z)
+    dy = rng.standard_normal(y_ref.shape).astype(dtype)
+    want = (y_ref,) + conv3x3.backward(relu.backward(dy, y_ref), conv_cache)
     y, cache = k.forward(x, w, b, workspace())
-    np.testing.assert_allclose(y, y_ref, rtol=1e-13, atol=1e-13)
-    dy = rng.standard_normal(y.shape)
-    dx_ref, dw_ref, db_ref = conv3x3.backward(relu.backward(dy, y_ref), conv_cache)
     dy_kept = dy.copy()
-    dx, dw, db = k.backward(dy, cache, workspace())
+    got = (y,) + k.backward(dy, cache, workspace())
     np.testing.assert_array_equal(dy, dy_kept)                    # dy is not overwritten
-    for got, want in ((dx, dx_ref), (dw, dw_ref), (db, db_ref)):
-        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
-    none, dw2, _ = k.backward(dy.copy(), cache, workspace(), input_grad=False)
+    return got, want
+
+
+# (N, C, H, W), F: rows whose tail after the 24-pixel tiles is 0, <= 8 (8 filters at a time),
+# 9..16, 17..23 pixels and wider than a tile; filters not a multiple of 4; more input channels
+# than one chunk (KC); 1 output pixel; a batch of 2
+SHAPES = [((2, 3, 9, 12), 4), ((1, 5, 14, 26), 7), ((1, 2, 11, 36), 3), ((1, 4, 7, 44), 9),
+          ((1, 3, 6, 50), 6), ((1, 20, 8, 30), 5), ((1, 2, 3, 3), 1), ((2, 1, 13, 21), 16),
+          ((1, 17, 5, 60), 2)]
+
+
+@pytest.mark.parametrize("shape, f", SHAPES)
+def test_conv3x3_relu_kernel_equals_the_readable_ops_in_float64(rng, shape, f):
+    """Values and all three gradients against conv3x3 + relu, to the last few bits."""
+    for got, want, name in zip(*conv_both_ways(rng, shape, f), ("y", "dx", "dw", "db")):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12 * np.abs(want).max(),
+                                   err_msg=name)
+
+
+@pytest.mark.parametrize("shape, f", SHAPES[:4])
+def test_conv3x3_relu_kernel_equals_the_readable_ops_in_float32(rng, shape, f):
+    for got, want, name in zip(*conv_both_ways(rng, shape, f, "float32"), ("y", "dx", "dw", "db")):
+        assert got.dtype == np.float32, name
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * np.abs(want).max(),
+                                   err_msg=name)
+
+
+def test_the_kernel_skips_dx_and_keeps_nothing_for_inference(rng):
+    x = rng.standard_normal((1, 3, 9, 12))
+    w, b = rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)
+    y, cache = k.forward(x, w, b)
+    dy = rng.standard_normal(y.shape)
+    dx, dw, db = k.backward(dy, cache)
+    none, dw2, db2 = k.backward(dy, cache, workspace(), input_grad=False)
     assert none is None
-    np.testing.assert_allclose(dw2, dw_ref, rtol=1e-12, atol=1e-12)
-    assert k.forward(x, w, b, keep=False)[1] is None              # inference keeps nothing
+    np.testing.assert_array_equal(dw2, dw)
+    np.testing.assert_array_equal(db2, db)
+    assert k.forward(x, w, b, keep=False)[1] is None
+
+
+@pytest.mark.parametrize("n_threads", [2, 3, 5])
+def test_the_kernel_gives_the_same_bits_on_any_number_of_threads(rng, monkeypatch, n_threads):
+    """Every output number is computed by one thread in an order set by the shape alone."""
+    x = rng.standard_normal((2, 9, 17, 37)).astype(np.float32)
+    w = rng.standard_normal((10, 9, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(10).astype(np.float32)
+    results = []
+    for t in (1, n_threads):
+        monkeypatch.setattr(threads, "THREADS", t)
+        y, cache = k.forward(x, w, b)
+        dy = np.cos(y)
+        results.append((y,) + k.backward(dy, cache))
+    for one, many in zip(*results):
+        np.testing.assert_array_equal(one, many)
+
+
+def test_pack_puts_each_tiles_filters_side_by_side():
+    w = np.arange(6 * 2 * 9, dtype=np.float64).reshape(6, 2, 3, 3)
+    wp = k.pack(w)
+    assert wp.shape == (2, 18, 4)                                    # 6 filters -> 2 tiles
+    np.testing.assert_array_equal(wp[0, 5], w[:4].reshape(4, 18)[:, 5])
+    np.testing.assert_array_equal(wp[1, 7, :2], w[4:].reshape(2, 18)[:, 7])
+    np.testing.assert_array_equal(wp[1, :, 2:], 0)                   # the missing filters: 0
+    assert list(k.offsets(2, 5, 7)[[0, 1, 3, 8, 9]]) == [0, 1, 7, 16, 35]
 
 
 def test_the_readable_composite_is_conv3x3_then_relu(rng):
@@ -113,19 +138,6 @@ def test_max_pool_kernels_equal_readable_op_with_ties(rng):
     np.testing.assert_array_equal(pool.backward(dy, cache), max_pool2x2.backward(dy, cache_ref))
 
 
-def test_band_rows_keep_the_gemm_wide_and_the_columns_small():
-    for c, w in [(1, 572), (16, 570), (64, 570), (128, 282), (1024, 30)]:
-        rows = k.band_rows(c, w, 4, w - 2)
-        assert 1 <= rows <= w - 2
-        cols = 9 * c * w * 4 * rows                                 # bytes of columns
-        assert rows == 1 or cols <= k.MAX_BAND_BYTES                 # a bounded workspace
-        assert rows * w >= k.MIN_BAND_COLS or (rows + 1) * 9 * c * w * 4 > k.MAX_BAND_BYTES
-        if (rows - 1) * w >= k.MIN_BAND_COLS:                       # where that does not bind,
-            assert cols <= max(k.BAND_BYTES, 9 * c * w * 4)           # cache-sized
-    assert k.band_rows(1024, 30, 4, 28) == 7                         # deep layers: 8 MiB bands
-    assert k.band_rows(64, 30, 4, 28, n_threads=2) == 14               # one band per thread at least
-
-
 @pytest.mark.parametrize("dtype, rtol", [("float64", 1e-10), ("float32", 1e-4)])
 def test_network_through_kernels_equals_network_through_readable_ops(monkeypatch, dtype, rtol):
     """The CuPy route is the readable ops; on NumPy both routes must give the same numbers."""
@@ -145,6 +157,28 @@ def test_network_through_kernels_equals_network_through_readable_ops(monkeypatch
     for name in g1:
         np.testing.assert_allclose(g1[name], g2[name], rtol=rtol, atol=rtol * np.abs(g2[name]).max(),
                                    err_msg=name)
+
+
+def test_a_training_step_gives_the_same_bits_on_1_and_2_threads(monkeypatch):
+    """One seed, the same numbers whatever NUMBA_NUM_THREADS: forward, weighted loss, backward
+    of the whole network, every gradient bit for bit."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1, 1, 92, 92)).astype(np.float32)
+    results = []
+    for t in (1, 2):
+        monkeypatch.setattr(threads, "THREADS", t)
+        model = UNet(base_channels=8, depth=2, seed=5, dropout=0.3)
+        logits = model.forward(x, train=True)
+        labels = (np.arange(logits[0, 0].size).reshape(logits.shape[2:]) % 3 == 0)[None]
+        weights = np.linspace(1, 5, labels.size, dtype=np.float32).reshape(labels.shape)
+        loss, d = softmax_cross_entropy(logits, labels.astype(np.int64), weights)
+        model.backward(d, input_grad=False)
+        results.append((logits, float(loss), model.grads()))
+    (l1, loss1, g1), (l2, loss2, g2) = results
+    np.testing.assert_array_equal(l1, l2)
+    assert loss1 == loss2
+    for name in g1:
+        np.testing.assert_array_equal(g1[name], g2[name], err_msg=name)
 
 
 def test_inference_keeps_nothing_and_training_skips_the_input_gradient():
