@@ -49,8 +49,8 @@ MR = 4                   # filters per register tile
 NV = 3                   # vectors of pixels per register tile (24 float32 pixels)
 KC = 16                  # input channels per pass over a tile's weights
 BAND_BYTES = 128 << 10   # input rows of one channel chunk that a band keeps in the cache
-DW_BAND_BYTES = 256 << 10   # the rows of x and of 4 filters' dz that one band of dw reads
-DW_MIN_PIXELS = 2048     # but at least this many pixels per band (a band ends in lane sums)
+DW_BAND_BYTES = 48 << 10    # one channel of x and 4 filters' dz over a band of rows: in L1 or so
+DW_MIN_PIXELS = 1024     # but at least this many pixels per band (a band ends in lane sums)
 
 
 def forward(x, w, b, workspace=None, keep=True):
@@ -82,26 +82,50 @@ def backward(dy, cache, workspace=None, input_grad=True):
     threads.parallel_runs(lambda t, run: [relu_grad_pad(dy, y, dzp, db, f0, f1)
                                           for f0, f1 in run], groups)
     dw = np.zeros(w.shape, x.dtype)
-    tiles = [(fb, fb + 1) for fb in range(fp // MR)]
-    threads.parallel_runs(lambda t, run: [dw_rows(x, dzp, dw, f0, f1) for f0, f1 in run], tiles)
+    tiles = list(range(fp // MR))                      # a thread takes a run of filter tiles
+    threads.parallel_runs(lambda t, run: dw_rows(x, dzp, dw, run[0], run[-1] + 1), tiles)
     if not input_grad:
         return None, dw, db
     dx = np.empty(x.shape, x.dtype)
-    wt = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))   # (C, F, 3, 3)
-    _conv(dzp, pack(wt), np.zeros(c, x.dtype), dx, False, channels=f)
+    _conv(dzp, pack(w, turned=True), np.zeros(c, x.dtype), dx, False, channels=f)
     return dx, dw, db
 
 
-def pack(w):
+def pack(w, turned=False):
     """w (F, C, 3, 3), or any (F, K...) -> (ceil(F/4), K, 4) with K = 9C (or the product of the
     other axes): each tile's 4 filters side by side, zeros for the filters past F, so that a
-    tile reads its weights in order."""
-    f = w.shape[0]
-    k = w[0].size
-    fp = -(-f // MR) * MR
-    wp = np.zeros((fp, k), w.dtype)
-    wp[:f] = w.reshape(f, k)
-    return np.ascontiguousarray(wp.reshape(fp // MR, MR, k).transpose(0, 2, 1))
+    tile reads its weights in order. turned=True packs the weights of dx's convolution instead:
+    w[f, c, 2 - a, 2 - d] as filter c, term (f, a, d)."""
+    w = np.ascontiguousarray(w)
+    f, k = w.shape[0], w[0].size
+    if turned:
+        c = w.shape[1]
+        wp = np.empty((-(-c // MR), 9 * f, MR), w.dtype)
+        _pack_turned(w, wp)
+    else:
+        wp = np.empty((-(-f // MR), k, MR), w.dtype)
+        _pack(w.reshape(f, k), wp)
+    return wp
+
+
+@njit(nogil=True, cache=True)
+def _pack(w, wp):
+    for fb in range(wp.shape[0]):
+        for k in range(wp.shape[1]):
+            for m in range(MR):
+                f = fb * MR + m
+                wp[fb, k, m] = w[f, k] if f < w.shape[0] else 0
+
+
+@njit(nogil=True, cache=True)
+def _pack_turned(w, wp):
+    f_, c_ = w.shape[0], w.shape[1]
+    for cb in range(wp.shape[0]):
+        for f in range(f_):
+            for t in range(9):
+                for m in range(MR):
+                    c = cb * MR + m
+                    wp[cb, f * 9 + t, m] = w[f, c, 2 - t // 3, 2 - t % 3] if c < c_ else 0
 
 
 def _split(n, parts):
@@ -407,33 +431,41 @@ def relu_grad_pad(dy, y, dzp, db, f0, f1):
     per row, rows and images in order). dy, y (N, F, Ho, Wo); dzp (N, F', Ho+4, Wo+4)."""
     n_, f_, ho, wo = dy.shape
     L = lanes(dy.dtype)
+    wp = wo + 4
+    fp = dzp.shape[1]
+    gf, mf, zf = dy.ravel(), y.ravel(), dzp.ravel()
+    nv = wo // L                                      # whole vectors per row, then a tail
     for f in range(f0, f1):
         s = 0.0
         for i in range(n_):
-            z = dzp[i, f]
-            z[:2] = 0
-            z[ho + 2:] = 0
+            z0 = (i * fp + f) * (ho + 4) * wp         # dzp[i, f, 0, 0]
             if f >= f_:
-                z[2:ho + 2] = 0
+                zf[z0:z0 + (ho + 4) * wp] = 0
                 continue
+            zf[z0:z0 + 2 * wp + 2] = 0                # the top border and row 2's left one
             for r in range(ho):
-                zr = z[r + 2]
-                zr[:2] = 0
-                zr[wo + 2:] = 0
-                g, m = dy[i, f, r], y[i, f, r]
+                o = ((i * f_ + f) * ho + r) * wo      # dy[i, f, r, 0]
+                zo = z0 + (r + 2) * wp + 2            # dzp[i, f, r + 2, 2]
                 acc = vzero(dy.dtype)
-                for j in range(0, wo, L):
-                    k = min(L, wo - j)
-                    v = vwhere_pos(vload_n(m, j, k), vload_n(g, j, k))
-                    vstore_n(zr, j + 2, v, k)
+                for k in range(nv):
+                    j = k * L
+                    v = vwhere_pos(vload(mf, o + j), vload(gf, o + j))
+                    vstore(zf, zo + j, v)
+                    acc = vadd(acc, v)
+                if nv * L < wo:
+                    j, n = nv * L, wo - nv * L
+                    v = vwhere_pos(vload_n(mf, o + j, n), vload_n(gf, o + j, n))
+                    vstore_n(zf, zo + j, v, n)
                     acc = vadd(acc, v)
                 s += vsum(acc)
+                zf[zo + wo:zo + wo + 4] = 0           # this row's right border, the next's left
+            zf[z0 + (ho + 2) * wp + 2:z0 + (ho + 4) * wp] = 0   # the bottom border
         if f < f_:
             db[f] = s
 
 
 @njit(nogil=True, cache=True)
-def dw_rows(x, dzp, dw, fb0, fb1):
+def dw_rows(x, dzp, dw, fb0, fb1, band_bytes=DW_BAND_BYTES, min_pixels=DW_MIN_PIXELS):
     """dw[f] = sum over images and pixels of dz[f, i, j] * x[c, i + a, j + d] for the filters of
     tiles fb0..fb1-1 (4 filters each). x (N, C, H, W); dzp (N, F', H+2, W+2) from relu_grad_pad;
     dw (F, C, 3, 3), zero on entry. Bands of rows (fixed by the shape) end in lane sums."""
@@ -443,8 +475,8 @@ def dw_rows(x, dzp, dw, fb0, fb1):
     wp = w + 2
     L = lanes(x.dtype)
     nv = wo // L                                      # whole vectors per row, then a tail
-    per_row = (c_ * w + MR * wp) * x.itemsize
-    rb = max(1, DW_BAND_BYTES // per_row, -(-DW_MIN_PIXELS // wo))
+    per_row = (w + MR * wp) * x.itemsize
+    rb = max(1, band_bytes // per_row, -(-min_pixels // wo))
     xf = x.ravel()
     zf = dzp.ravel()
     fp = dzp.shape[1]

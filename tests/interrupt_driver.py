@@ -10,7 +10,8 @@ SIGINT handler there, as it would for a Ctrl-C typed at that moment. POINT is on
     none        no signal: the uninterrupted run to compare with
     sample      drawing a training tile (the data random state has moved on)
     loss        between a step's forward and backward pass
-    optimizer   inside the optimizer's update, halfway through the parameters
+    optimizer   inside the optimizer's update, halfway through the parameters (the CPU
+                engine's update of one parameter array, kernels/updates.py)
     validate    predicting a validation slice
     checkpoint  writing a checkpoint (the temporary file is open)
     twice       two Ctrl-C in a row between a step's forward and backward pass
@@ -29,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 import tinyunet.config as config                # noqa: E402
 import tinyunet.data.samples as samples         # noqa: E402
-import tinyunet.optim as optim                  # noqa: E402
+import tinyunet.kernels.updates as updates      # noqa: E402
 import tinyunet.train as train                  # noqa: E402
 from tinyunet.cli import run_cli                # noqa: E402
 from tinyunet.commands.train import main as train_main  # noqa: E402
@@ -56,7 +57,7 @@ def main():
     # a parent that ignores SIGINT (a background job) would leave it ignored here: restore Python's
     signal.signal(signal.SIGINT, signal.default_int_handler)
     targets = {"sample": (samples, "deform_grid"), "loss": (train, "softmax_cross_entropy"),
-               "optimizer": (optim._Optimizer, "_grad"), "validate": (train, "predict_tiled"),
+               "optimizer": (updates, "sgd"), "validate": (train, "predict_tiled"),
                "checkpoint": (np, "savez"), "twice": (train, "softmax_cross_entropy"),
                "sigterm": (train, "softmax_cross_entropy"),
                "sighup": (train, "softmax_cross_entropy")}

@@ -4,11 +4,13 @@ replaces, and the whole network on the kernels against the whole network on the 
 import numpy as np
 import pytest
 
-from tinyunet import (UNet, backend, conv3x3, conv3x3_relu, max_pool2x2, relu,
-                      softmax_cross_entropy)
+from tinyunet import (UNet, backend, conv3x3, conv3x3_relu, crop_and_concat, max_pool2x2, relu,
+                      softmax_cross_entropy, up_conv2x2)
 from tinyunet.engine import choose_engine
+from tinyunet.kernels import concat, pool, threads, up_conv
+from tinyunet.kernels import updates as kernel_updates
+from tinyunet.ops import updates
 from tinyunet.kernels import conv_relu as k
-from tinyunet.kernels import pool, threads
 
 
 class NaNWorkspace(backend.Workspace):
@@ -127,7 +129,9 @@ def test_relu_gradient_at_zero_is_zero_in_the_kernel():
     assert db[0] == 0.0
 
 
-def test_max_pool_kernels_equal_readable_op_with_ties(rng):
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_max_pool_kernels_equal_readable_op_with_ties(rng, monkeypatch, n_threads):
+    monkeypatch.setattr(threads, "THREADS", n_threads)
     x = rng.integers(0, 3, (2, 3, 6, 8)).astype(np.float32)    # many ties in each window
     y_ref, cache_ref = max_pool2x2.forward(x)
     y, cache = pool.forward(x)
@@ -136,6 +140,57 @@ def test_max_pool_kernels_equal_readable_op_with_ties(rng):
     assert cache[1] == cache_ref[1]
     dy = rng.standard_normal(y.shape).astype(np.float32)
     np.testing.assert_array_equal(pool.backward(dy, cache), max_pool2x2.backward(dy, cache_ref))
+
+
+@pytest.mark.parametrize("n_threads", [1, 3])
+@pytest.mark.parametrize("shape, f", [((1, 5, 6, 7), 3), ((2, 8, 4, 11), 4), ((1, 3, 1, 1), 6)])
+def test_up_conv_kernel_equals_the_readable_op(rng, monkeypatch, shape, f, n_threads):
+    monkeypatch.setattr(threads, "THREADS", n_threads)
+    x = rng.standard_normal(shape)
+    w, b = rng.standard_normal((shape[1], f, 2, 2)), rng.standard_normal(f)
+    y_ref, cache_ref = up_conv2x2.forward(x, w, b)
+    y, cache = up_conv.forward(x, w, b)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-12, atol=1e-12)
+    dy = rng.standard_normal(y.shape)
+    for got, want in zip(up_conv.backward(dy, cache), up_conv2x2.backward(dy, cache_ref)):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="do not fit"):
+        up_conv.forward(x, w[:, :, :1], b)
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_crop_and_concat_kernel_equals_the_readable_op(rng, monkeypatch, n_threads):
+    monkeypatch.setattr(threads, "THREADS", n_threads)
+    skip, up = rng.standard_normal((2, 3, 12, 10)), rng.standard_normal((2, 4, 8, 6))
+    y_ref, cache_ref = crop_and_concat.forward(skip, up)
+    y, cache = concat.forward(skip, up)
+    np.testing.assert_array_equal(y, y_ref)
+    dy = rng.standard_normal(y.shape)
+    for got, want in zip(concat.backward(dy, cache), crop_and_concat.backward(dy, cache_ref)):
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match="even difference"):
+        concat.forward(skip[:, :, 1:], up)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("wd", [0.0, 1e-3])
+def test_the_update_kernels_equal_the_readable_updates_bit_for_bit(rng, dtype, wd):
+    """SGD, Adam and the moving average in one pass give exactly the readable updates' numbers."""
+    arrays = [rng.standard_normal((3, 5, 7)).astype(dtype) for _ in range(4)]
+    arrays[3] = np.abs(arrays[3])                                # Adam's second moment
+    for name, args in [("sgd", (0.01, 0.99, wd)),
+                       ("adam", (5e-4, 0.9, 0.999, 1 - 0.9 ** 3, 1 - 0.999 ** 3, 1e-8, wd))]:
+        mine, ref = [a.copy() for a in arrays], [a.copy() for a in arrays]
+        n = 3 if name == "sgd" else 4
+        getattr(kernel_updates, name)(*mine[:n], *args)
+        getattr(updates, name)(*ref[:n], *args)
+        for got, want in zip(mine, ref):
+            np.testing.assert_array_equal(got, want, err_msg=name)
+        assert not np.array_equal(mine[0], arrays[0])                # it did step
+    mine, ref = arrays[0].copy(), arrays[0].copy()
+    kernel_updates.ema(mine, arrays[1], 0.999)
+    updates.ema(ref, arrays[1], 0.999)
+    np.testing.assert_array_equal(mine, ref)
 
 
 @pytest.mark.parametrize("dtype, rtol", [("float64", 1e-10), ("float32", 1e-4)])

@@ -19,7 +19,7 @@ import numpy as np
 
 from . import backend
 from .engine import choose_engine
-from .ops import conv1x1, crop_and_concat, dropout, up_conv2x2
+from .ops import conv1x1, dropout
 from .ops.softmax_cross_entropy import softmax
 
 
@@ -267,8 +267,9 @@ class UNet:
         # paper sec. 3.1: "drop-out layers at the end of the contracting path"
         h = self._record("bottom.dropout", *dropout.forward(h, self.p_drop, self.rng, train))
         for i in reversed(range(self.depth)):             # expanding path
-            h = self._record(f"up{i}.upconv", *up_conv2x2.forward(h, *self._wb(f"up{i}.upconv")))
-            h = self._record(f"up{i}.concat", *crop_and_concat.forward(skips[i], h))
+            h = self._record(f"up{i}.upconv",
+                             *self.engine.up_conv2x2.forward(h, *self._wb(f"up{i}.upconv")))
+            h = self._record(f"up{i}.concat", *self.engine.crop_and_concat.forward(skips[i], h))
             skips[i] = None                               # inference: free it once cropped
             h = self._conv(f"up{i}.conv1", h)
             h = self._conv(f"up{i}.conv2", h)
@@ -307,9 +308,10 @@ class UNet:
         for i in range(self.depth):                       # expanding path, in reverse
             dh = self._conv_backward(f"up{i}.conv2", dh)
             dh = self._conv_backward(f"up{i}.conv1", dh)
-            dskips[i], dh = crop_and_concat.backward(dh, self.tape.pop(f"up{i}.concat"))
+            concat = self.engine.crop_and_concat
+            dskips[i], dh = concat.backward(dh, self.tape.pop(f"up{i}.concat"))
             name = f"up{i}.upconv"
-            dh = self._grad(name, *up_conv2x2.backward(dh, self.tape.pop(name)))
+            dh = self._grad(name, *self.engine.up_conv2x2.backward(dh, self.tape.pop(name)))
         dh = dropout.backward(dh, self.tape.pop("bottom.dropout"))
         dh = self._conv_backward("bottom.conv2", dh)
         dh = self._conv_backward("bottom.conv1", dh)

@@ -4,6 +4,8 @@ SGD with momentum is the paper's choice (sec. 3: momentum 0.99, batch of one lar
 many previously seen samples determine each update). Adam is offered as an option.
 Both take `weight_decay` (L2, added to the gradient) and expose state_dict / load_state_dict so a
 checkpoint can resume a run exactly. EMA keeps a moving average of the parameters beside them.
+The update rules themselves are tinyunet/ops/updates.py, run on the model's engine (on the CPU
+their one-pass Numba twins, kernels/updates.py, with the same numbers).
 """
 import contextlib
 from collections import OrderedDict
@@ -28,12 +30,6 @@ class _Optimizer:
         self.model, self.lr, self.weight_decay = model, lr, weight_decay
         self.steps = 0
         self.device = model.device            # where the buffers are
-
-    def _grad(self, grads, name):
-        g = grads[name]
-        if self.weight_decay:
-            g = g + self.weight_decay * self.model.params[name]
-        return g
 
     def _buffers(self):
         return {}
@@ -68,12 +64,9 @@ class SGD(_Optimizer):
 
     def step(self):
         self._follow_the_model()
-        grads = self.model.grads()
+        grads, sgd = self.model.grads(), self.model.engine.updates.sgd
         for name, p in self.model.params.items():
-            v = self.velocity[name]
-            v *= self.momentum
-            v -= self.lr * self._grad(grads, name)
-            p += v
+            sgd(p, grads[name], self.velocity[name], self.lr, self.momentum, self.weight_decay)
         self.steps += 1
 
 
@@ -94,16 +87,10 @@ class Adam(_Optimizer):
         self.steps += 1
         b1, b2 = self.betas
         c1, c2 = 1 - b1 ** self.steps, 1 - b2 ** self.steps
-        xp = backend.get_array_module(next(iter(self.model.params.values())))
-        grads = self.model.grads()
+        grads, adam = self.model.grads(), self.model.engine.updates.adam
         for name, p in self.model.params.items():
-            g = self._grad(grads, name)
-            m, v = self.m[name], self.v[name]
-            m *= b1
-            m += (1 - b1) * g
-            v *= b2
-            v += (1 - b2) * g * g
-            p -= self.lr * (m / c1) / (xp.sqrt(v / c2) + self.eps)
+            adam(p, grads[name], self.m[name], self.v[name], self.lr, b1, b2, c1, c2, self.eps,
+                 self.weight_decay)
 
 
 class EMA:
@@ -130,10 +117,9 @@ class EMA:
     def update(self):
         _follow(self, [self.average])
         d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        ema = self.model.engine.updates.ema
         for name, p in self.model.params.items():
-            a = self.average[name]
-            a *= d
-            a += (1 - d) * p
+            ema(self.average[name], p, d)
         self.updates += 1
 
     @contextlib.contextmanager

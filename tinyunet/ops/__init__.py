@@ -11,11 +11,12 @@ F filters, K classes). They run on NumPy or CuPy from the same code (backend.get
     conv1x1                 1x1 convolution to K classes
     dropout                 inverted dropout
     softmax_cross_entropy   pixel-wise softmax and the weighted cross-entropy (eq. 1)
+    updates                 the optimizers' and the moving average's parameter updates
 
 The slow, obvious versions they are tested against are in tests/reference.py.
 """
 from . import (conv1x1, conv3x3, conv3x3_relu, crop_and_concat, dropout, max_pool2x2, relu,
-               softmax_cross_entropy, up_conv2x2)
+               softmax_cross_entropy, up_conv2x2, updates)
 
 __all__ = ["conv1x1", "conv3x3", "conv3x3_relu", "crop_and_concat", "dropout", "max_pool2x2",
-           "relu", "softmax_cross_entropy", "up_conv2x2"]
+           "relu", "softmax_cross_entropy", "up_conv2x2", "updates"]

@@ -27,11 +27,16 @@ def crop_offsets(skip_hw, up_hw):
     return (hs - h) // 2, (ws - w) // 2
 
 
+def check_batch(skip, up):
+    """A ValueError unless the two maps have the same batch size."""
+    if skip.shape[0] != up.shape[0]:
+        raise ValueError(f"crop_and_concat: batch sizes differ ({skip.shape} vs {up.shape})")
+
+
 def forward(skip, up):
     """Returns (y, cache)."""
     xp = get_array_module(up)
-    if skip.shape[0] != up.shape[0]:
-        raise ValueError(f"crop_and_concat: batch sizes differ ({skip.shape} vs {up.shape})")
+    check_batch(skip, up)
     h, w = up.shape[2:]
     top, left = crop_offsets(skip.shape[2:], (h, w))
     cropped = skip[:, :, top:top + h, left:left + w]

@@ -11,14 +11,20 @@ Each input pixel paints its own 2x2 output block: the blocks never overlap, so t
 from ..backend import get_array_module
 
 
-def forward(x, w, b):
-    """Returns (y, cache)."""
-    xp = get_array_module(x)
-    n, c, h, wd = x.shape
-    f = w.shape[1]
+def check_shapes(x, w, b):
+    """A ValueError unless x (N, C, H, W), w (C, F, 2, 2) and b (F,) fit together."""
+    c, f = x.shape[1], w.shape[1]
     if w.shape != (c, f, 2, 2) or b.shape != (f,):
         raise ValueError(f"up_conv2x2: x {x.shape}, w {w.shape}, b {b.shape} do not fit "
                          "x (N, C, H, W), w (C, F, 2, 2), b (F,)")
+
+
+def forward(x, w, b):
+    """Returns (y, cache)."""
+    xp = get_array_module(x)
+    check_shapes(x, w, b)
+    n, c, h, wd = x.shape
+    f = w.shape[1]
     x2 = x.reshape(n, c, h * wd)                      # (N, C, H*W)
     z = w.reshape(c, f * 4).T @ x2                    # (N, F*4, H*W), rows ordered (f, a, d)
     z = z.reshape(n, f, 2, 2, h, wd)
