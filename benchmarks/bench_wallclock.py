@@ -1,0 +1,95 @@
+"""Wall-clock time of whole training runs on this machine: a preset run to its end, as a user
+runs it from a clean clone (the Numba kernels compiled afresh: an empty NUMBA_CACHE_DIR), alone
+on the machine or two seeds side by side.
+
+    python benchmarks/bench_wallclock.py cpu        # --preset cpu on ISBI, seed 0, all cores
+    python benchmarks/bench_wallclock.py cells      # --preset cells on DIC-HeLa, seed 0
+    python benchmarks/bench_wallclock.py pair       # --preset cpu, seeds 0 and 1, one thread each
+    python benchmarks/bench_wallclock.py --table    # results/wallclock.md from the finished runs
+
+Each run is a study run (study.py: runs/study/wallclock/<name>, its logs kept in
+results/runs/wallclock/<name>, a line a minute in train.log). The table gains a row per run
+name and keeps the rows of runs that are not on this machine. Nothing else should run beside
+these: the minutes are the measurement.
+"""
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+from study import CTC_DIR, LOGS, RESULTS, finished, run_all
+
+RUNS = {
+    "cpu": {"wallclock/preset-cpu-seed-0": ["--data", "isbi", "--preset", "cpu", "--seed", "0"]},
+    "cells": {"wallclock/cells-hela-seed-0": ["--data", str(CTC_DIR / "DIC-C2DH-HeLa"),
+                                              "--val-slices", "6,7", "--preset", "cells",
+                                              "--seed", "0"]},
+    "pair": {f"wallclock/pair-preset-cpu-seed-{s}": ["--data", "isbi", "--preset", "cpu",
+                                                     "--seed", str(s)] for s in (0, 1)},
+}
+TABLE = RESULTS / "wallclock.md"
+HEAD = ("| run | command (`python examples/train_isbi.py ...`) | threads | steps | minutes, "
+        "whole command | minutes of training | s / step | commit | last checkpoint, plain (TTA) |\n"
+        "|---|---|---|---|---|---|---|---|---|")
+
+
+def row(name, argv, run, cfg, minutes, metrics):
+    info = LOGS / name / "wallclock.json"
+    info = json.loads(info.read_text()) if info.exists() else {}
+    last = metrics.get("last", {})
+    key = "seg" if cfg.get("labels") == "instances" else "rand_error"
+    score = ""
+    if last:
+        score = f"{key} {last['plain'][key]:.4f} ({last['tta'][key]:.4f})"
+        if key == "rand_error":
+            score += (f", pixel_error {last['plain']['pixel_error']:.4f} "
+                      f"({last['tta']['pixel_error']:.4f})")
+    wall = info.get("command_minutes", float("nan"))
+    return (f"| {name} | `{' '.join(argv)}` | {info.get('threads', '?')} | {cfg['steps']} | "
+            f"{wall:.1f} | {minutes:.1f} | {minutes * 60 / cfg['steps']:.3f} | "
+            f"{info.get('commit', '?')} | {score} |")
+
+
+def write_table():
+    """Merge the finished runs' rows into results/wallclock.md by run name."""
+    rows = {}
+    if TABLE.exists():
+        for line in TABLE.read_text().splitlines()[2:]:
+            if line.startswith("| "):
+                rows[line.split(" | ")[0][2:]] = line
+    every = {k: v for group in RUNS.values() for k, v in group.items()}
+    for name, argv, run, cfg, minutes, metrics in finished(every):
+        rows[name] = row(name, argv, run, cfg, minutes, metrics)
+    TABLE.write_text(HEAD + "\n" + "\n".join(rows[k] for k in sorted(rows)) + "\n")
+    print(TABLE.read_text())
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("group", nargs="?", choices=list(RUNS))
+    ap.add_argument("--table", action="store_true")
+    a = ap.parse_args()
+    if a.table or a.group is None:
+        return write_table()
+    runs = RUNS[a.group]
+    jobs = len(runs)
+    cache = tempfile.mkdtemp(prefix="numba-cache-")      # a clean clone compiles the kernels
+    os.environ["NUMBA_CACHE_DIR"] = cache
+    commit = os.popen("git rev-parse --short HEAD").read().strip()
+    threads = max(1, (os.cpu_count() or 2) // jobs)
+    t0 = time.time()
+    run_all(runs, jobs, threads)
+    minutes = (time.time() - t0) / 60
+    print(f"{a.group}: {minutes:.1f} min in all (commit {commit})")
+    for name in runs:
+        if (LOGS / name / "final_metrics.json").exists():
+            (LOGS / name / "wallclock.json").write_text(json.dumps(dict(
+                commit=commit, threads=threads, jobs=jobs, command_minutes=round(minutes, 2),
+                numba_cache="empty (compiled afresh)", cpu_count=os.cpu_count())) + "\n")
+    write_table()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
