@@ -3,11 +3,12 @@
 Same network, same weights (tinyunet's state_dict loaded into PyTorch), same input, same number
 of threads, in one run; steps alternate between the two so machine noise hits both alike. Prints
 the median step time of each and the ratio tinyunet / PyTorch, and the growth of peak resident memory
-over a step of each, above the model and data (measured in a child process per framework). Needs torch (pip install torch==2.13.0,
-a CPU build).
+over a step of each, above the model and data (measured in a child process per framework). The
+logits and every parameter gradient must agree first (float32, the real sizes). Needs torch (pip
+install torch==2.13.0, a CPU build).
 
     python benchmarks/bench_step_cpu.py                  # base 16 and base 64 at 572x572
-    python benchmarks/bench_step_cpu.py --base 16 --reps 5
+    python benchmarks/bench_step_cpu.py --base 16 --size 380 --reps 9   # the cpu preset's tile
 """
 import argparse
 import os
@@ -90,12 +91,17 @@ def bench(base, size, reps, threads):
     torch.set_num_threads(threads)
     model, x, labels, weights = setup(base, size)
     targs = torch_setup(model, x, labels, weights)
-    # same weights, same input: the two must agree before their speed is compared
+    # same weights, same input: the two must agree, logits and every gradient, before their
+    # speed is compared (the CPU engine in float32 at the network's real sizes)
     ours = model.forward(x)
     theirs = targs[0](targs[1]).detach().numpy()
     rel = np.abs(ours - theirs).max() / np.abs(theirs).max()
     assert rel < 1e-3, f"tinyunet and PyTorch logits differ (max rel {rel:.1e})"
     l_ours, l_torch = tiny_step(model, x, labels, weights), torch_step(*targs)   # warm-up
+    grads = {k: p.grad.numpy() for k, p in targs[0].named_parameters()}
+    grad_rel = max(np.abs(g - grads[k]).max() / np.abs(grads[k]).max()
+                   for k, g in model.grads().items())
+    assert grad_rel < 1e-3, f"tinyunet and PyTorch gradients differ (max rel {grad_rel:.1e})"
     t_ours, t_torch = [], []
     for _ in range(reps):
         t0 = time.perf_counter()
@@ -105,14 +111,15 @@ def bench(base, size, reps, threads):
         t2 = time.perf_counter()
         t_ours.append(t1 - t0)
         t_torch.append(t2 - t1)
-    return dict(ours=np.median(t_ours), torch=np.median(t_torch), loss=(l_ours, l_torch), rel=rel)
+    return dict(ours=np.median(t_ours), torch=np.median(t_torch), loss=(l_ours, l_torch), rel=rel,
+                grad_rel=grad_rel)
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--base", type=int, nargs="*", default=[16, 64])
     ap.add_argument("--size", type=int, default=572)
-    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory children")
     ap.add_argument("--memory-child", help=argparse.SUPPRESS)
@@ -123,13 +130,13 @@ def main():
     print(f"CPU step benchmark: {a.threads} threads, torch {torch.__version__}, "
           f"numpy {np.__version__}, input {a.size}x{a.size}, batch 1, float32")
     print(f"{'base':>5} {'tinyunet s':>11} {'PyTorch s':>10} {'ratio':>6} "
-          f"{'tinyunet MiB':>13} {'PyTorch MiB':>12}")
+          f"{'tinyunet MiB':>13} {'PyTorch MiB':>12}   max rel. difference: logits, gradients")
     for base in a.base:
         r = bench(base, a.size, a.reps, a.threads)
         mem = ("", "") if a.no_memory else tuple(
             f"{peak_memory(fw, base, a.size, a.threads):.0f}" for fw in ("tinyunet", "torch"))
         print(f"{base:>5} {r['ours']:>11.3f} {r['torch']:>10.3f} {r['ours'] / r['torch']:>6.2f} "
-              f"{mem[0]:>13} {mem[1]:>12}", flush=True)
+              f"{mem[0]:>13} {mem[1]:>12}   {r['rel']:.1e}, {r['grad_rel']:.1e}", flush=True)
 
 
 if __name__ == "__main__":

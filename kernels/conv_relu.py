@@ -49,6 +49,7 @@ MR = 4                   # filters per register tile
 NV = 3                   # vectors of pixels per register tile (24 float32 pixels)
 KC = 16                  # input channels per pass over a tile's weights
 BAND_BYTES = 128 << 10   # input rows of one channel chunk that a band keeps in the cache
+FLAT_BYTES = 512 << 10   # a layer whose chunk of input (KC channels) fits L2 is computed flat
 DW_BAND_BYTES = 48 << 10    # one channel of x and 4 filters' dz over a band of rows: in L1 or so
 DW_MIN_PIXELS = 1024     # but at least this many pixels per band (a band ends in lane sums)
 
@@ -83,7 +84,12 @@ def backward(dy, cache, workspace=None, input_grad=True):
                                           for f0, f1 in run], groups)
     dw = np.zeros(w.shape, x.dtype)
     tiles = list(range(fp // MR))                      # a thread takes a run of filter tiles
-    threads.parallel_runs(lambda t, run: dw_rows(x, dzp, dw, run[0], run[-1] + 1), tiles)
+    if flat(c, h, wd, x.itemsize):                     # x with 2 columns of zeros: dzp's rows
+        xw = np.zeros((n, c, h, wd + 2), x.dtype)
+        xw[..., :wd] = x
+        threads.parallel_runs(lambda t, run: dw_flat(xw, dzp, dw, run[0], run[-1] + 1), tiles)
+    else:
+        threads.parallel_runs(lambda t, run: dw_rows(x, dzp, dw, run[0], run[-1] + 1), tiles)
     if not input_grad:
         return None, dw, db
     dx = np.empty(x.shape, x.dtype)
@@ -136,14 +142,47 @@ def _split(n, parts):
 
 def _conv(x, wp, b, y, relu, channels=None):
     """y (N, F, Ho, Wo) = the valid conv of x[:, :channels] (N, C', Ho+2, Wo+2) with the packed
-    weights, + b, ReLU if relu; the output rows split among the threads."""
-    n, _, _, wo = x.shape
-    c = x.shape[1] if channels is None else channels
-    offs = offsets(c, x.shape[2], x.shape[3])
-    ho = y.shape[2]
-    pieces = [(i, r0, r1) for i in range(n) for r0, r1 in _split(ho, threads.THREADS)]
-    threads.parallel_runs(lambda t, run: [conv_rows(x[i], offs, wp, b, y[i], r0, r1, relu)
-                                          for i, r0, r1 in run], pieces)
+    weights, + b, ReLU if relu; the output rows (or, computed flat, the filters) split among
+    the threads."""
+    n, cp, h, w = x.shape
+    c = cp if channels is None else channels
+    offs = offsets(c, h, w)
+    f, ho, wo = y.shape[1:]
+    if not flat(c, h, w, x.itemsize):
+        pieces = [(i, r0, r1) for i in range(n) for r0, r1 in _split(ho, threads.THREADS)]
+        threads.parallel_runs(lambda t, run: [conv_rows(x[i], offs, wp, b, y[i], r0, r1, relu)
+                                              for i, r0, r1 in run], pieces)
+        return
+    # flat: the output rows as one row of Ho*W - 2 pixels, each W wide (the input's width; the
+    # last 2 pixels of each row wrap into the next input row and are dropped by `compact`), so
+    # that no row of a narrow layer ends in a short tile
+    npx = ho * w - 2
+    wide = np.empty((n, f, npx), x.dtype)
+    pieces = [(i, f0, f1) for i in range(n) for f0, f1 in _split(wp.shape[0], threads.THREADS)]
+
+    def work(t, run):
+        for i, t0, t1 in run:
+            f0, f1 = t0 * MR, min(f, t1 * MR)
+            conv_rows(x[i].reshape(cp, 1, h * w), offs, wp[t0:t1], b[f0:f1],
+                      wide[i, f0:f1].reshape(f1 - f0, 1, npx), 0, 1, relu)
+            compact(wide[i], y[i], f0, f1, w)
+    threads.parallel_runs(work, pieces)
+
+
+def flat(c, h, w, itemsize):
+    """Whether a layer of c input channels of h x w is computed flat: when a chunk of its input
+    (KC channels, whole images) fits FLAT_BYTES, about the L2 cache."""
+    return h * w * min(c, KC) * itemsize <= FLAT_BYTES
+
+
+@njit(nogil=True, cache=True)
+def compact(wide, y, f0, f1, w):
+    """y[f, r, :] = wide[f, r*W : r*W + Wo] for filters f0..f1-1: the flat rows without the two
+    pixels that wrap into the next row."""
+    ho, wo = y.shape[1], y.shape[2]
+    for f in range(f0, f1):
+        for r in range(ho):
+            y[f, r] = wide[f, r * w:r * w + wo]
 
 
 def offsets(c, h, w):
@@ -470,41 +509,62 @@ def dw_rows(x, dzp, dw, fb0, fb1, band_bytes=DW_BAND_BYTES, min_pixels=DW_MIN_PI
     tiles fb0..fb1-1 (4 filters each). x (N, C, H, W); dzp (N, F', H+2, W+2) from relu_grad_pad;
     dw (F, C, 3, 3), zero on entry. Bands of rows (fixed by the shape) end in lane sums."""
     n_, c_, h, w = x.shape
-    f_ = dw.shape[0]
     ho, wo = h - 2, w - 2
     wp = w + 2
-    L = lanes(x.dtype)
-    nv = wo // L                                      # whole vectors per row, then a tail
     per_row = (w + MR * wp) * x.itemsize
     rb = max(1, band_bytes // per_row, -(-min_pixels // wo))
     xf = x.ravel()
     zf = dzp.ravel()
     fp = dzp.shape[1]
+    plane = (h + 2) * wp
     for i in range(n_):
         for b0 in range(0, ho, rb):
             b1 = min(ho, b0 + rb)
             for fb in range(fb0, fb1):
                 f = fb * MR
+                zo = ((i * fp + f) * (h + 2) + b0 + 2) * wp + 2      # dzp[i, f, b0 + 2, 2]
                 for c in range(c_):
                     for a in range(3):
-                        _dw_tile(xf, zf, dw, i, f, c, a, b0, b1, c_, h, w, fp, nv)
+                        xo = ((i * c_ + c) * h + b0 + a) * w          # x[i, c, b0 + a, 0]
+                        _dw_tile(xf, zf, dw, f, c, a, xo, zo, w, wp, b1 - b0, wo, plane)
+
+
+@njit(nogil=True, cache=True)
+def dw_flat(xw, dzp, dw, fb0, fb1):
+    """dw_rows for a narrow layer, each image as one flat row of Ho*(W+2) - 2 pixels: xw is x
+    with two columns of zeros appended to each row (N, C, H, W+2), so that its rows are as wide
+    as dzp's and dz's zero borders cancel the pixels that wrap from one row into the next."""
+    n_, c_, h, wp = xw.shape
+    xf = xw.ravel()
+    zf = dzp.ravel()
+    fp = dzp.shape[1]
+    plane = (h + 2) * wp
+    npx = (h - 2) * wp - 2
+    for i in range(n_):
+        for fb in range(fb0, fb1):
+            f = fb * MR
+            zo = ((i * fp + f) * (h + 2) + 2) * wp + 2                # dzp[i, f, 2, 2]
+            for c in range(c_):
+                for a in range(3):
+                    xo = ((i * c_ + c) * h + a) * wp                  # xw[i, c, a, 0]
+                    _dw_tile(xf, zf, dw, f, c, a, xo, zo, wp, wp, 1, npx, plane)
 
 
 @njit(nogil=True, cache=True, inline="always")
-def _dw_tile(xf, zf, dw, i, f, c, a, b0, b1, c_, h, w, fp, nv):
-    """dw[f..f+3, c, a, 0..2] += the band b0..b1-1's sums (12 vectors of partial sums)."""
+def _dw_tile(xf, zf, dw, f, c, a, xo0, zo0, xstride, zstride, rows, n_, plane):
+    """dw[f..f+3, c, a, 0..2] += the sums over `rows` rows of n_ pixels, the first at xf[xo0:]
+    and zf[zo0:] (filter f; the next filters one plane of zf apart), in 12 vectors of partial
+    sums."""
     L = lanes(xf.dtype)
-    wp = w + 2
-    wo = w - 2
-    plane = (h + 2) * wp
+    nv = n_ // L                                      # whole vectors per row, then a tail
     z = xf.dtype
     s00 = vzero(z); s01 = vzero(z); s02 = vzero(z)
     s10 = vzero(z); s11 = vzero(z); s12 = vzero(z)
     s20 = vzero(z); s21 = vzero(z); s22 = vzero(z)
     s30 = vzero(z); s31 = vzero(z); s32 = vzero(z)
-    for r in range(b0, b1):
-        xo = ((i * c_ + c) * h + r + a) * w           # x[i, c, r + a, 0]
-        zo = ((i * fp + f) * (h + 2) + r + 2) * wp + 2   # dzp[i, f, r + 2, 2]
+    for r in range(rows):
+        xo = xo0 + r * xstride
+        zo = zo0 + r * zstride
         for v in range(nv):
             j = v * L
             x0 = vload(xf, xo + j); x1 = vload(xf, xo + j + 1); x2 = vload(xf, xo + j + 2)
@@ -516,9 +576,9 @@ def _dw_tile(xf, zf, dw, i, f, c, a, b0, b1, c_, h, w, fp, nv):
             s20 = vfma(g, x0, s20); s21 = vfma(g, x1, s21); s22 = vfma(g, x2, s22)
             g = vload(zf, zo + 3 * plane + j)
             s30 = vfma(g, x0, s30); s31 = vfma(g, x1, s31); s32 = vfma(g, x2, s32)
-        if nv * L < wo:                               # the row's last pixels, masked
+        if nv * L < n_:                               # the row's last pixels, masked
             j = nv * L
-            n = wo - j
+            n = n_ - j
             x0 = vload_n(xf, xo + j, n); x1 = vload_n(xf, xo + j + 1, n)
             x2 = vload_n(xf, xo + j + 2, n)
             g = vload_n(zf, zo + j, n)

@@ -1,11 +1,12 @@
 """Threads for the CPU kernels: one fork and one join per layer, BLAS held to one thread.
 
-The work of a layer (kernels/conv_relu.py: its row bands) is split into one contiguous run per
-thread; each thread does its runs' copies and GEMMs (Numba kernels that release the GIL, NumPy's
-matmul) in its own slice of the workspace and returns its partial results, which the caller sums
-in thread order, so the numbers do not depend on timing. Fine-grained alternatives (a parallel
-loop inside every copy, a multithreaded GEMM per band) synchronise the threads thousands of times
-a step, and on a busy machine every synchronisation waits for a time slice.
+The work of a layer is a list of pieces (kernels/conv_relu.py: runs of output rows, or of
+filters) split into one contiguous run per thread; each thread does its pieces (Numba kernels
+that release the GIL) and returns. The kernels split only their outputs, never a sum: every
+output number is computed by one thread in an order that the layer's shape alone sets, so the
+numbers are the same on 1, 2 or 16 threads (tests/test_kernels_conv.py). Fine-grained
+alternatives (a parallel loop inside every kernel, a multithreaded GEMM) synchronise the threads
+thousands of times a step, and on a busy machine every synchronisation waits for a time slice.
 
 BLAS is held to one thread meanwhile, and the network holds it so for a whole forward and
 backward (engine.choose_engine): OpenBLAS's threads, once woken by a multithreaded GEMM, spin

@@ -49,8 +49,18 @@ SHAPES = [((2, 3, 9, 12), 4), ((1, 5, 14, 26), 7), ((1, 2, 11, 36), 3), ((1, 4, 
           ((1, 17, 5, 60), 2)]
 
 
+@pytest.fixture(params=["flat", "rows"])
+def layout(request, monkeypatch):
+    """Both ways the kernel lays out a layer's pixels: narrow layers as one flat row (the
+    default at these sizes), wide ones row by row in bands (forced here)."""
+    if request.param == "rows":
+        monkeypatch.setattr(k, "FLAT_BYTES", 0)
+    assert k.flat(3, 9, 12, 8) == (request.param == "flat")
+    return request.param
+
+
 @pytest.mark.parametrize("shape, f", SHAPES)
-def test_conv3x3_relu_kernel_equals_the_readable_ops_in_float64(rng, shape, f):
+def test_conv3x3_relu_kernel_equals_the_readable_ops_in_float64(rng, layout, shape, f):
     """Values and all three gradients against conv3x3 + relu, to the last few bits."""
     for got, want, name in zip(*conv_both_ways(rng, shape, f), ("y", "dx", "dw", "db")):
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12 * np.abs(want).max(),
@@ -58,7 +68,7 @@ def test_conv3x3_relu_kernel_equals_the_readable_ops_in_float64(rng, shape, f):
 
 
 @pytest.mark.parametrize("shape, f", SHAPES[:4])
-def test_conv3x3_relu_kernel_equals_the_readable_ops_in_float32(rng, shape, f):
+def test_conv3x3_relu_kernel_equals_the_readable_ops_in_float32(rng, layout, shape, f):
     for got, want, name in zip(*conv_both_ways(rng, shape, f, "float32"), ("y", "dx", "dw", "db")):
         assert got.dtype == np.float32, name
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * np.abs(want).max(),
@@ -79,7 +89,8 @@ def test_the_kernel_skips_dx_and_keeps_nothing_for_inference(rng):
 
 
 @pytest.mark.parametrize("n_threads", [2, 3, 5])
-def test_the_kernel_gives_the_same_bits_on_any_number_of_threads(rng, monkeypatch, n_threads):
+def test_the_kernel_gives_the_same_bits_on_any_number_of_threads(rng, monkeypatch, layout,
+                                                                 n_threads):
     """Every output number is computed by one thread in an order set by the shape alone."""
     x = rng.standard_normal((2, 9, 17, 37)).astype(np.float32)
     w = rng.standard_normal((10, 9, 3, 3)).astype(np.float32)
@@ -214,7 +225,7 @@ def test_network_through_kernels_equals_network_through_readable_ops(monkeypatch
                                    err_msg=name)
 
 
-def test_a_training_step_gives_the_same_bits_on_1_and_2_threads(monkeypatch):
+def test_a_training_step_gives_the_same_bits_on_1_and_2_threads(monkeypatch, layout):
     """One seed, the same numbers whatever NUMBA_NUM_THREADS: forward, weighted loss, backward
     of the whole network, every gradient bit for bit."""
     rng = np.random.default_rng(3)

@@ -167,8 +167,8 @@ def forward_memory(config, tile, batch=1):
     scratch buffer as large as the largest im2col matrix so far (9 C_in x H' W', kept by the
     model for the next pass). The estimate adds the skips of all levels, the largest layer and
     the largest im2col matrix: about what the im2col engine (NumPy reference, GPU) takes (0.7 to
-    1.25 times, measured). The CPU kernels build the columns in small bands and need a third
-    to a quarter of it, so on the CPU the budget is kept with room to spare;
+    1.25 times, measured). The CPU kernels build no columns and need a third to a quarter of
+    it, so on the CPU the budget is kept with room to spare;
     tests/test_volume.py checks that it bounds their peak and grows with the tile as it does.
     """
     depth, base = config["depth"], config["base_channels"]

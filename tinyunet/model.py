@@ -104,11 +104,13 @@ class UNet:
 
     x (N, in_channels, H, W) -> logits (N, n_classes, H', W'), H' = output_size(H, depth).
 
-    The 3x3 convs (with their ReLU) and the max pools run on the model's engine
-    (engine.choose_engine): on the CPU the Numba kernels of tinyunet/kernels, which compute
-    what the readable ops compute, faster and in less memory; on the GPU, or with
-    engine="readable" (or TINYUNET_KERNELS=0 in the environment), the readable ops of
-    tinyunet/ops. Tests check that both give the same numbers.
+    The 3x3 convs (with their ReLU), the max pools, the up-convolutions and the crop-and-concats
+    run on the model's engine (engine.choose_engine): on the CPU the Numba kernels of the
+    kernels/ folder (imported as tinyunet.kernels), which compute what the readable ops compute,
+    faster, on every core, with the same numbers whatever the number of threads; on the GPU, or
+    with engine="readable" (or TINYUNET_KERNELS=0 in the environment), the readable ops of
+    tinyunet/ops. Tests check that both give the same numbers (to rounding: they sum in
+    different orders).
 
     What forward keeps for backward is the tape (each layer's cache, by layer name); the
     scratch memory its layers share, kept across steps, is the workspace (backend.Workspace).
