@@ -28,7 +28,8 @@ def forward(skip, up):
 
 
 def backward(dy, cache):
-    """dy (N, C1 + C2, H, W) -> (dskip (N, C1, Hs, Ws), zero outside the crop; dup (N, C2, H, W))."""
+    """dy (N, C1 + C2, H, W) -> (dskip (N, C1, Hs, Ws), zero outside the crop; dup (N, C2, H,
+    W))."""
     skip_shape, top, left = cache
     c1 = skip_shape[1]
     dy = np.ascontiguousarray(dy)
@@ -57,7 +58,7 @@ def _forward(skip, up, y, top, left, c0, c1_):
 def _backward(dy, dskip, top, left, c0, c1_):
     """Channels c0..c1_-1 of dskip: dy's rows inside the crop, zeros around them."""
     h, w = dy.shape[2], dy.shape[3]
-    hs, ws = dskip.shape[2], dskip.shape[3]
+    hs = dskip.shape[2]
     for i in range(dy.shape[0]):
         for c in range(c0, c1_):
             for r in range(hs):

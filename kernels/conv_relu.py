@@ -239,7 +239,6 @@ def _tile(xf, offs, k0, k1, wq, b, yf, f, i, j0, w, f_, ho, wo, first, last, rel
     """One register tile: filters f..f+3, pixels j0..j0+3L-1 of output row i, terms k0..k1-1.
     yf: y (F, Ho, Wo) flat; rows of filters past F are neither read nor written."""
     L = lanes(xf.dtype)
-    plane = ho * wo
     y0 = (min(f, f_ - 1) * ho + i) * wo + j0        # where the tile's rows start in yf
     y1 = (min(f + 1, f_ - 1) * ho + i) * wo + j0
     y2 = (min(f + 2, f_ - 1) * ho + i) * wo + j0
@@ -371,10 +370,12 @@ def _tail(xf, offs, k0, k1, wq, b, yf, f, i, j0, w, f_, ho, wo, first, last, rel
             a30 = vfma(c, x0, a30); a31 = vfma(c, x1, a31)
             q += MR
         if last:
-            a00, a01 = _finish1(a00, b, min(f, f_ - 1), relu), _finish1(a01, b, min(f, f_ - 1), relu)
-            a10, a11 = _finish1(a10, b, min(f + 1, f_ - 1), relu), _finish1(a11, b, min(f + 1, f_ - 1), relu)
-            a20, a21 = _finish1(a20, b, min(f + 2, f_ - 1), relu), _finish1(a21, b, min(f + 2, f_ - 1), relu)
-            a30, a31 = _finish1(a30, b, min(f + 3, f_ - 1), relu), _finish1(a31, b, min(f + 3, f_ - 1), relu)
+            g0, g1, g2, g3 = (min(f, f_ - 1), min(f + 1, f_ - 1), min(f + 2, f_ - 1),
+                              min(f + 3, f_ - 1))
+            a00, a01 = _finish1(a00, b, g0, relu), _finish1(a01, b, g0, relu)
+            a10, a11 = _finish1(a10, b, g1, relu), _finish1(a11, b, g1, relu)
+            a20, a21 = _finish1(a20, b, g2, relu), _finish1(a21, b, g2, relu)
+            a30, a31 = _finish1(a30, b, g3, relu), _finish1(a31, b, g3, relu)
         if f < f_:
             vstore(yf, y0, a00); vstore_n(yf, y0 + L, a01, n)
         if f + 1 < f_:

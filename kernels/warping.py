@@ -14,7 +14,7 @@ and the pixel is simple iff T4 == 1 and T8 == 1 (Bertrand and Malandain 1994, th
 The value of the centre itself does not matter, so the test is a 256-entry table over the
 neighbours, `SIMPLE`, built once below from that definition. Fiji's WarpingError.simple2DBertrand
 (patch, 4) answers the same on all 512 3x3 patches (checked against a throwaway transcription
-while writing this; see tinyunet/metrics.py).
+while writing this; see tinyunet/metrics/isbi.py).
 
 Neighbour code: bit k of the code is neighbour k of the ring, clockwise from the top-left:
     0 1 2
