@@ -11,19 +11,9 @@ import argparse
 import os
 import subprocess
 import sys
-import time
 
 import numpy as np
-
-
-def median_time(fn, reps):
-    fn()
-    ts = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return float(np.median(ts))
+from timing import median_time
 
 
 def import_times():

@@ -20,6 +20,7 @@ import sys
 import time
 
 import numpy as np
+from timing import peak_rss_mib
 
 
 import tinyunet                                                   # noqa: E402
@@ -48,11 +49,6 @@ def torch_tiles(tm, image, tile, out):
                 t = torch.from_numpy(np.ascontiguousarray(padded[None, None, y:y + tile, x:x + tile]))
                 result[:, y:y + out, x:x + out] = torch.softmax(tm(t), 1)[0].numpy()
     return result[:, :image.shape[0], :image.shape[1]]
-
-
-def peak_rss_mib():
-    with open("/proc/self/status") as f:
-        return int(next(l for l in f if l.startswith("VmHWM:")).split()[1]) / 1024
 
 
 def memory_child(size, tile):

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tinyunet.cli import block_shape, memory_size
+from tinyunet.commands.cli import block_shape, memory_size
 
 NETS = {"tiny": dict(base_channels=8, depth=3), "cpu": dict(base_channels=16, depth=4)}
 MEAN, STD = 0.5, 0.2

@@ -36,6 +36,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))    # the speed scripts' shared helpers
+from timing import median_time                              # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ("tests", "parity", "host_sync", "resume", "speed")
 SPIN_S = 2.0
@@ -48,21 +51,6 @@ def relative_error(a, b):
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     den = np.linalg.norm(b)
     return float(np.linalg.norm(a - b) / den) if den else float(np.linalg.norm(a))
-
-
-def median_time(fn, sync, reps=10, warmup=2):
-    """Median seconds of fn() over `reps` calls, each ended by sync() (the device's work is
-    asynchronous: the host clock means something only after a synchronisation)."""
-    for _ in range(warmup):
-        fn()
-        sync()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
 
 
 # ---- sections that run on any array module (tests/test_gpu_check.py runs them on a stand-in) --
@@ -216,14 +204,14 @@ def speed_child(mode, reps):
     pool = cupy.get_default_memory_pool()
     out = dict(mode=mode, logits_relative_error=agree)
     pool.free_all_blocks()                                   # the logits check's blocks go
-    out["tinyunet_step_s"] = median_time(tiny_step, sync_c, reps)
+    out["tinyunet_step_s"] = median_time(tiny_step, reps, sync_c, warmup=2)
     out["tinyunet_peak_bytes"] = pool.total_bytes()    # reserved: the pool keeps what a step needed
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
-    out["torch_step_s"] = median_time(torch_step, sync_t, reps)
+    out["torch_step_s"] = median_time(torch_step, reps, sync_t, warmup=2)
     out["torch_peak_bytes"] = torch.cuda.max_memory_reserved()   # reserved too: like for like
-    out["tinyunet_tile_s"] = median_time(lambda: model.predict_proba(gx), sync_c, reps)
-    out["torch_tile_s"] = median_time(torch_infer, sync_t, reps)
+    out["tinyunet_tile_s"] = median_time(lambda: model.predict_proba(gx), reps, sync_c, warmup=2)
+    out["torch_tile_s"] = median_time(torch_infer, reps, sync_t, warmup=2)
     isbi = ROOT.parent / "shared" / "data" / "isbi2012" / "test-volume.tif"
     if isbi.exists():
         import tifffile
@@ -234,7 +222,7 @@ def speed_child(mode, reps):
     tile = covering_tile(512, 4)
     out["slice_tile"] = tile
     out["slice_s"] = median_time(lambda: predict_tiled(model, image, tile=tile, channel=1),
-                                 sync_c, reps)
+                                 reps, sync_c, warmup=2)
     out["step_ratio"] = out["tinyunet_step_s"] / out["torch_step_s"]
     out["memory_ratio"] = out["tinyunet_peak_bytes"] / out["torch_peak_bytes"]
     out["ok"] = agree <= (1e-2 if tf32 else 1e-4)

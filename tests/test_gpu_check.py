@@ -50,6 +50,6 @@ def test_the_report_fails_when_a_section_fails():
 
 def test_median_time_synchronises_every_call():
     calls = []
-    t = gpu_check.median_time(lambda: calls.append("f"), lambda: calls.append("s"), reps=3,
+    t = gpu_check.median_time(lambda: calls.append("f"), 3, lambda: calls.append("s"),
                               warmup=1)
     assert calls == ["f", "s"] * 4 and t >= 0
