@@ -8,7 +8,7 @@ or predicted cells against reference masks with the cell tracking challenge's SE
 `python examples/evaluate.py --help` lists the options. The options, the checks of every argument
 and the report are in tinyunet/commands/evaluate.py; the work is the library's.
 """
-from tinyunet.cli import run_cli
+from tinyunet.commands.cli import run_cli
 from tinyunet.commands.evaluate import main
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@
 `python examples/predict.py --help` lists the options. The options, the checks of every argument
 and the report are in tinyunet/commands/predict.py; the work is the library's.
 """
-from tinyunet.cli import run_cli
+from tinyunet.commands.cli import run_cli
 from tinyunet.commands.predict import main
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@
 `python examples/train_isbi.py --help` lists the options. The options, the checks of every argument
 and the report are in tinyunet/commands/train.py; the work is the library's.
 """
-from tinyunet.cli import run_cli
+from tinyunet.commands.cli import run_cli
 from tinyunet.commands.train import main
 
 if __name__ == "__main__":

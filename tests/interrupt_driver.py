@@ -32,7 +32,7 @@ import tinyunet.config as config                # noqa: E402
 import tinyunet.data.samples as samples         # noqa: E402
 import tinyunet.kernels.updates as updates      # noqa: E402
 import tinyunet.train as train                  # noqa: E402
-from tinyunet.cli import run_cli                # noqa: E402
+from tinyunet.commands.cli import run_cli                # noqa: E402
 from tinyunet.commands.train import main as train_main  # noqa: E402
 
 

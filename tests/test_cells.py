@@ -14,10 +14,10 @@ from tinyunet.commands import train as train_cmd
 from tinyunet.data import DataError
 from tinyunet.data.ctc import is_ctc_set, load_ctc, mark_unannotated
 from tinyunet.data.selection import choose_data, default_split
-from tinyunet.data.targets import instance_classes, separation_border, targets
-from tinyunet.infer import label_cells
+from tinyunet.data.targets import instance_classes, targets
+from tinyunet.instances import label_cells, separation_border
 
-from .cli_helpers import run_example
+from .conftest import run_example
 
 
 def two_cells(gap=0):

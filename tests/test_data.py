@@ -5,6 +5,7 @@ import tifffile
 
 from tinyunet.data import (DataError, DataNotFoundError, labels_to_classes, load_isbi,
                            load_pairs, load_stack, synthetic_em)
+from tinyunet.errors import DataWarning
 
 
 def write_isbi(folder, images, labels):
@@ -94,6 +95,12 @@ def test_folder_errors_name_the_folder_or_file(tmp_path):
     with pytest.raises(DataError, match="1_image.tif is 30x32 but 0_image.tif is 32x32"):
         load_pairs(tmp_path)
     tifffile.imwrite(tmp_path / "1_image.tif", images[1])
+    # a binary mask of 0 and 1 (one's own labels, often) reads as 0 and 255, and says so
+    tifffile.imwrite(tmp_path / "1_label.tif", (labels[1] > 0).astype(np.uint8))
+    with pytest.warns(DataWarning, match=r"1_label.tif: labels 0 and 1, read as 0 \(membrane or "
+                                         r"background\) and 1 \(cell interior\), as 0 and 255"):
+        _, labs = load_pairs(tmp_path)
+    np.testing.assert_array_equal(labs, labels[:2])
     tifffile.imwrite(tmp_path / "1_label.tif", labels[1] // 2)
     with pytest.raises(DataError, match=r"1_label.tif: label values must be 0 .* found also"
                                         r" \[127\]"):

@@ -8,7 +8,7 @@ import tifffile
 
 from tinyunet.commands import evaluate
 
-from .cli_helpers import run_example
+from .conftest import run_example
 
 
 @pytest.fixture

@@ -5,28 +5,21 @@ command."""
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
-from tinyunet import UNet
 from tinyunet.checkpoint import save_checkpoint
 from tinyunet.optim import SGD
 
-from .cli_helpers import run_example
+from .conftest import run_example, small_model
 
 onnx = pytest.importorskip("onnx", reason="the 'export' extra: pip install 'tinyunet[export]'")
 pytest.importorskip("onnxruntime")
-from tinyunet import export                       # noqa: E402
+from tinyunet import export  # noqa: E402
 
 
 def trained_like(depth=2, base=4, seed=1):
     """A small network with non-zero biases (an export that drops them must fail)."""
-    model = UNet(base_channels=base, depth=depth, seed=seed)
-    rng = np.random.default_rng(seed)
-    for k, v in model.params.items():
-        if k.endswith("bias"):
-            v[...] = rng.standard_normal(v.shape) * 0.1
-    return model
+    return small_model(depth, base, seed, biases=True)
 
 
 @pytest.mark.parametrize("depth", [1, 2, 4])
@@ -110,6 +103,24 @@ def test_the_export_command(checkpoint, tmp_path, capsys):
     assert code == 2 and "no checkpoint at" in err
 
 
+def test_a_bioimageio_export_to_a_zip_name_writes_a_zip_the_zoo_test_passes(checkpoint, tmp_path,
+                                                                           capsys):
+    import zipfile
+
+    from bioimageio.core import test_model
+
+    from tinyunet.commands.export import main
+    out = tmp_path / "pkg.zip"
+    code, text, err = run_example(main, [checkpoint, "--format", "bioimageio", "--out", out],
+                                  capsys)
+    assert code == 0 and f"bioimageio test {out}" in text, err
+    assert out.is_file() and zipfile.is_zipfile(out)
+    with zipfile.ZipFile(out) as z:
+        assert {"rdf.yaml", "model.onnx", "test_input.npy"} <= set(z.namelist())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pkg.zip", "run"]   # nothing left over
+    assert test_model(str(out)).status == "passed"
+
+
 def test_the_console_command():
     p = subprocess.run([sys.executable, "-m", "tinyunet", "--help"], capture_output=True,
                        text=True)
@@ -124,6 +135,7 @@ def test_the_console_command():
 
 def test_the_shipped_model_exports_by_name_and_passes_the_zoo_test(tmp_path, capsys):
     import yaml
+
     from tinyunet.commands.export import main
     out = tmp_path / "isbi2012_zoo"
     code, text, err = run_example(main, ["isbi2012", "--format", "bioimageio", "--out", out,

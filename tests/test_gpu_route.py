@@ -12,12 +12,12 @@ import pytest
 from tinyunet import UNet, backend, softmax_cross_entropy
 from tinyunet.checkpoint import model_from_checkpoint
 from tinyunet.config import TrainConfig
-from tinyunet.data import synthetic_em
 from tinyunet.infer import predict_tiled
 from tinyunet.optim import EMA, Adam
 from tinyunet.train import Trainer
 
 from . import fake_cupy
+from .conftest import small_data, small_trainer
 
 
 @pytest.fixture
@@ -70,15 +70,13 @@ def test_the_stand_in_records_what_syncs():
 
 @pytest.fixture
 def data():
-    images, labels = synthetic_em(n=3, size=64, cell_size=16, seed=1)
-    return (images[:2], labels[:2]), (images[2:], labels[2:])
+    return small_data(size=64)
 
 
 def gpu_trainer(tmp_path, data, **kw):
-    cfg = dict(base_channels=2, depth=2, tile=92, steps=8, lr=0.01, warmup=2, val_every=100,
-               log_every=100, seed=0, optimizer="adam", dropout=0.5, ema=0.9, device="gpu")
-    cfg = TrainConfig(**{**cfg, **kw})
-    return Trainer(cfg, *data, tmp_path / "run", progress=False)
+    cfg = dict(steps=8, val_every=100, log_every=100, optimizer="adam", dropout=0.5, ema=0.9,
+               device="gpu")
+    return small_trainer(tmp_path / "run", data, **{**cfg, **kw})
 
 
 def test_a_training_step_never_waits_for_the_device(gpu, data, tmp_path, monkeypatch):

@@ -1,16 +1,14 @@
 import numpy as np
 import pytest
 
-from tinyunet import UNet
 from tinyunet.infer import mirror_pad, predict_tiled, predict_whole, tile_grid
+
+from .conftest import small_model
 
 
 def make_model(depth, base, dtype="float64"):
-    m = UNet(base_channels=base, depth=depth, seed=0, dtype=dtype)
-    for k, v in m.params.items():         # non-trivial biases so outputs vary across the image
-        if k.endswith("bias"):
-            v[...] = np.random.default_rng(1).standard_normal(v.shape) * 0.2
-    return m
+    """Non-trivial biases, so that the outputs vary across the image."""
+    return small_model(depth, base, dtype=dtype, biases=True)
 
 
 @pytest.fixture(scope="module")

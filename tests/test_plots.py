@@ -3,7 +3,9 @@ figures are written."""
 import numpy as np
 
 from tinyunet import UNet, conv3x3, crop_and_concat, max_pool2x2, up_conv2x2
-from tinyunet.plots import best_step, draw_unet, feature_maps, plot_curves, plot_predictions
+from tinyunet.config import best_score, best_step
+from tinyunet.diagrams import draw_unet, feature_maps
+from tinyunet.plots import plot_curves, plot_predictions
 
 
 def test_feature_maps_of_the_paper_network_are_fig_1():
@@ -51,5 +53,11 @@ def test_best_step_is_the_first_minimum_after_training():
     val = lambda step, e: dict(step=step, val=dict(pixel_error=0.1, rand_error=e))   # noqa: E731
     log = [val(0, 0.1), dict(step=5, loss=1.0), val(5, 0.4), val(10, 0.3), val(15, 0.3),
            val(20, 0.35)]
-    assert best_step(log) == 10              # not the untrained step 0, not the later tie
-    assert best_step([val(0, 0.5)]) is None
+    assert best_step(log, "membranes") == 10     # not the untrained step 0, not the later tie
+    assert best_step([val(0, 0.5)], "membranes") is None
+    # cells: the highest SEG; a validation with no reference cell (NaN) is never the best
+    seg = lambda step, v: dict(step=step, val=dict(seg=v, f1=0.5))   # noqa: E731
+    assert best_step([seg(5, 0.6), seg(10, float("nan")), seg(15, 0.7), seg(20, 0.7)],
+                     "instances") == 15
+    assert best_score(dict(seg=float("nan")), "instances") == float("inf")
+    assert best_score(dict(rand_error=0.25), "membranes") == 0.25

@@ -10,16 +10,15 @@ import numpy as np
 import pytest
 import tifffile
 
-from tinyunet import UNet, backend
-from tinyunet.checkpoint import save_checkpoint
-from tinyunet.cli import run_cli
+from tinyunet import backend
 from tinyunet.commands import predict
+from tinyunet.commands.cli import run_cli
 from tinyunet.data import normalise
 from tinyunet.errors import UserError
 from tinyunet.infer import choose_tile, covering_tile, forward_memory, predict_tiled
-from tinyunet.optim import SGD
 
-from .cli_helpers import run_example
+from . import conftest
+from .conftest import run_example, write_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 MEAN, STD = 0.5, 0.2
@@ -27,13 +26,9 @@ MEAN, STD = 0.5, 0.2
 
 def make_checkpoint(folder, data=None):
     """A tiny checkpoint (random weights) in a run folder; `data` recorded as train_isbi does."""
-    folder.mkdir(parents=True, exist_ok=True)
-    model = UNet(base_channels=2, depth=2, seed=0)
-    extra = dict(mean=MEAN, std=STD, best=1.0, data_rng=None, train_config=dict(tile=60))
-    if data is not None:
-        extra["train_config"]["data"] = data
-    save_checkpoint(folder / "best.npz", model, SGD(model, 0.01), 0, extra)
-    return folder / "best.npz", model
+    config = dict(tile=60) if data is None else dict(tile=60, data=data)
+    return write_checkpoint(folder / "best.npz", mean=MEAN, std=STD, best=1.0, data_rng=None,
+                            train_config=config)
 
 
 @pytest.fixture
@@ -50,10 +45,7 @@ def cli(argv, capsys):
 
 
 def error_line(argv, capsys):
-    code, out, err = cli(argv, capsys)
-    assert code == 2 and err.count("\n") == 1 and err.startswith("error: "), (code, err)
-    assert "Traceback" not in err
-    return err.strip()
+    return conftest.error_line(predict.main, argv, capsys)
 
 
 def test_bad_inputs_get_one_line_and_nothing_is_written(run, capsys):

@@ -9,36 +9,31 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+from tinyunet.kernels.weight_map import weight_map
 
 from tinyunet import UNet, metrics
-from tinyunet.checkpoint import CheckpointError, checkpoint_meta, save_checkpoint
+from tinyunet.checkpoint import CheckpointError, checkpoint_meta
 from tinyunet.commands import predict
 from tinyunet.commands import train as train_cmd
 from tinyunet.config import TrainConfig
 from tinyunet.data import DataError, load_stack, normalise, synthetic_em
 from tinyunet.data.samples import TileSampler
 from tinyunet.errors import DataWarning, UserError
-from tinyunet.kernels.weight_map import weight_map
+from tinyunet.metrics import isbi
 from tinyunet.optim import SGD, Adam
 from tinyunet.train import Trainer
 
-from .cli_helpers import run_example
+from . import conftest
+from .conftest import run_example, write_checkpoint
 
 
 @pytest.fixture
 def checkpoint(tmp_path):
-    model = UNet(base_channels=2, depth=2, seed=0)
-    path = tmp_path / "run" / "best.npz"
-    path.parent.mkdir()
-    save_checkpoint(path, model, SGD(model, 0.01), 0,
-                    dict(mean=0.5, std=0.2, image_dtype="uint8", train_config=dict(tile=60)))
-    return path
+    return write_checkpoint(tmp_path / "run" / "best.npz", image_dtype="uint8")[0]
 
 
 def error_line(argv, capsys, main=predict.main):
-    code, out, err = run_example(main, argv, capsys)
-    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, (code, err)
-    return err
+    return conftest.error_line(main, argv, capsys)
 
 
 # ---- images: checked for what the model expects ----------------------------------------------
@@ -111,11 +106,7 @@ def test_the_checkpoint_records_what_the_model_was_trained_on(tmp_path):
 
 # ---- signals and faults ----------------------------------------------------------------------
 def small_trainer(run_dir, steps=4, **kw):
-    images, labels = synthetic_em(n=3, size=48, cell_size=16, seed=1)
-    cfg = TrainConfig(base_channels=2, depth=2, tile=92, steps=steps, val_every=2, warmup=1,
-                      log_every=1, **kw)
-    return Trainer(cfg, (images[:2], labels[:2]), (images[2:], labels[2:]), run_dir,
-                   progress=False)
+    return conftest.small_trainer(run_dir, steps=steps, val_every=2, warmup=1, lr=0.004, **kw)
 
 
 def test_two_trainers_on_one_run_cannot_both_train(tmp_path, capsys, monkeypatch):
@@ -236,15 +227,15 @@ def test_the_rand_threshold_of_a_stack_comes_from_its_summed_pair_counts():
     truths[1, 11, :] = False
     probs = np.clip(truths * 0.6 + rng.normal(0, 0.25, truths.shape), 0, 1)
     probs[1] *= 0.6                                    # the slices prefer other thresholds
-    sums = {t: [metrics._rand_sums(metrics.ndi.label(g, structure=metrics._FOUR)[0],
-                                   metrics.ndi.label(p > t, structure=metrics._FOUR)[0])
-                for p, g in zip(probs, truths)] for t in metrics.THRESHOLDS}
-    pooled = max(metrics.THRESHOLDS, key=lambda t: metrics._rand_f(np.sum(sums[t], axis=0)))
-    mean = max(metrics.THRESHOLDS, key=lambda t: np.mean([metrics._rand_f(s) for s in sums[t]]))
+    sums = {t: [isbi._rand_sums(isbi.ndi.label(g, structure=isbi._FOUR)[0],
+                                   isbi.ndi.label(p > t, structure=isbi._FOUR)[0])
+                for p, g in zip(probs, truths)] for t in isbi.THRESHOLDS}
+    pooled = max(isbi.THRESHOLDS, key=lambda t: isbi._rand_f(np.sum(sums[t], axis=0)))
+    mean = max(isbi.THRESHOLDS, key=lambda t: np.mean([isbi._rand_f(s) for s in sums[t]]))
     assert pooled != mean                              # the data tell the two rules apart
     res = metrics.evaluate(probs, truths, topology=False)
     assert res["thresholds"]["rand_error"] == pooled
-    assert res["rand_error"] == pytest.approx(1 - metrics._rand_f(np.sum(sums[pooled], axis=0)),
+    assert res["rand_error"] == pytest.approx(1 - isbi._rand_f(np.sum(sums[pooled], axis=0)),
                                               abs=1e-12)
 
 

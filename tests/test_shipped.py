@@ -39,6 +39,31 @@ def test_ship_keeps_the_average_in_float32_with_provenance_and_no_optimizer(tmp_
     assert loaded.dtype == np.float32 and meta2["provenance"] == prov
 
 
+def test_the_ship_command_ships_a_finished_run_with_its_provenance(tmp_path, capsys):
+    """tinyunet ship: a finished run -> NAME.npz + NAME.json (scores of the last checkpoint,
+    the data, the steps); an unfinished run, a bad name or an existing model is one line."""
+    from tinyunet.commands import ship as command
+
+    from .conftest import error_line, run_example, small_trainer
+    trainer = small_trainer(tmp_path / "run", steps=3, ema=0.5)
+    trainer.run()
+    err = error_line(command.main, [tmp_path / "run", "--name", "m", "--out", tmp_path], capsys)
+    assert "is not a finished run (no final_metrics.json" in err
+    from tinyunet.train import final_report
+    final_report(trainer, "cpu")
+    argv = [tmp_path / "run", "--name", "tiny-model", "--out", tmp_path / "models"]
+    code, out, err = run_example(command.main, argv, capsys)
+    assert code == 0 and "wrote" in out, err
+    prov = json.loads((tmp_path / "models" / "tiny-model.json").read_text())
+    assert prov["steps"] == 3 and prov["scores_last"]["step"] == 3
+    assert "rand_error" in prov["scores_last"]["plain"] and prov["recipe"] == "--preset tiny"
+    model, meta = load_model(tmp_path / "models" / "tiny-model.npz")
+    assert meta["provenance"] == prov and meta["optimizer"] is None
+    assert "exists: --overwrite" in error_line(command.main, argv, capsys)
+    assert "letters, digits" in error_line(command.main, [tmp_path / "run", "--name", "a/b"],
+                                           capsys)
+
+
 def test_an_unknown_or_missing_model_is_a_clear_error(tmp_path, monkeypatch):
     from tinyunet.checkpoint import CheckpointError
     with pytest.raises(CheckpointError, match="no-such.npz"):

@@ -12,6 +12,8 @@ from tinyunet.data.targets import targets
 from tinyunet.files import atomic_write
 from tinyunet.train import Trainer
 
+from .conftest import small_config
+
 
 @pytest.fixture(scope="module")
 def data():
@@ -19,10 +21,7 @@ def data():
     return (images[:3], labels[:3]), (images[3:], labels[3:])
 
 
-def small_cfg(**kw):
-    base = dict(base_channels=2, depth=2, tile=92, steps=6, lr=0.01, warmup=2, val_every=3,
-                log_every=1, seed=0)
-    return TrainConfig(**{**base, **kw})
+small_cfg = small_config
 
 
 def params(model):

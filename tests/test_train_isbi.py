@@ -12,16 +12,16 @@ import numpy as np
 import pytest
 import tifffile
 
-from tinyunet import backend, config, train
+from tinyunet import backend, config, rundir, train
 from tinyunet.checkpoint import CheckpointError, load_checkpoint
-from tinyunet.cli import run_cli
+from tinyunet.commands.cli import run_cli
 from tinyunet.commands import train as script
 from tinyunet.data import synthetic_em
 from tinyunet.data.selection import default_split
 from tinyunet.errors import UserError
 from tinyunet.model import UNet
 
-from .cli_helpers import run_example
+from .conftest import run_example
 
 ROOT = Path(__file__).resolve().parents[1]
 DRIVER = ROOT / "tests" / "interrupt_driver.py"
@@ -212,7 +212,7 @@ def bad_inputs(tmp, pairs):
                                     r".*\); valid formats are TIFF .*, PNG or JPEG"),
         (["--data", str(counts)], r"counts: 4 image files but 3 label files"),
         (["--data", str(values)], r"001_label.tif: label values must be 0 \(membrane\) and 255 "
-                                  r"\(cell interior\); found also \[128\]"),
+                                  r"\(cell interior\) \(or 0 and 1\); found also \[128\]"),
         (["--resume", str(run), "--data", p], r"latest.npz is corrupt or not a tinyunet "
                                               r"checkpoint: it is not an .npz file"),
         (["--resume", str(tmp / "nope")], r"--resume .*nope: no such run directory"),
@@ -301,7 +301,7 @@ def test_compiling_is_announced_once_and_only_on_a_cache_miss(tmp_path):
     module = tmp_path / "kernel_mod.py"
     module.write_text("import numba\n\n@numba.njit(cache=True)\ndef twice(x):\n    return 2 * x\n")
     code = ("import sys; sys.path[:0] = [%r, %r]\n"
-            "from tinyunet.cli import announce_compiling\n"
+            "from tinyunet.commands.cli import announce_compiling\n"
             "announce_compiling()\n"
             "import kernel_mod\n"
             "print(kernel_mod.twice(3), kernel_mod.twice(4.0))\n" % (str(tmp_path), str(ROOT)))
@@ -314,10 +314,9 @@ def test_compiling_is_announced_once_and_only_on_a_cache_miss(tmp_path):
     assert "compiling" not in runs[1].stderr                            # loaded from the cache
 
 
-
 def test_two_runs_started_in_one_second_get_two_directories(tmp_path, monkeypatch):
-    monkeypatch.setattr(train.time, "strftime", lambda fmt: "20260101-000000")
-    made = [train.new_run_dir(tmp_path / "runs", "cpu") for _ in range(3)]
+    monkeypatch.setattr(rundir.time, "strftime", lambda fmt: "20260101-000000")
+    made = [rundir.new_run_dir(tmp_path / "runs", "cpu") for _ in range(3)]
     assert [p.name for p in made] == ["20260101-000000-cpu", "20260101-000000-cpu-2",
                                       "20260101-000000-cpu-3"]
     assert all(p.is_dir() for p in made)           # made at once: no other process can take it

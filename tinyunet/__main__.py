@@ -1,15 +1,17 @@
-"""The tinyunet console command: `tinyunet train|predict|evaluate|export ...` (also `python -m
-tinyunet ...`), the same programs with the same options as the scripts in examples/."""
+"""The tinyunet console command: `tinyunet train|predict|evaluate|export|ship ...` (also
+`python -m tinyunet ...`), the same programs with the same options as the scripts in
+examples/."""
 import sys
 
-from .cli import run_cli
+from .commands.cli import run_cli
 
-COMMANDS = ("train", "predict", "evaluate", "export")
-USAGE = ("usage: tinyunet {train,predict,evaluate,export} ...\n\n"
+COMMANDS = ("train", "predict", "evaluate", "export", "ship")
+USAGE = ("usage: tinyunet {train,predict,evaluate,export,ship} ...\n\n"
          "  train     train a U-Net, or resume a run (examples/train_isbi.py)\n"
          "  predict   segment images, stacks, folders of frames and volumes\n"
          "  evaluate  the ISBI scores of a probability stack, or SEG of predicted cells\n"
-         "  export    ONNX, TorchScript or a BioImage Model Zoo package of a checkpoint\n\n"
+         "  export    ONNX, TorchScript or a BioImage Model Zoo package of a checkpoint\n"
+         "  ship      a finished run's last checkpoint as a model, with its provenance\n\n"
          "tinyunet COMMAND --help shows a command's options.")
 
 

@@ -33,6 +33,22 @@ PRESETS = {
 # what best.npz is chosen by: (the validation score, its sign; the lowest sign * score wins)
 BEST = {"membranes": ("rand_error", 1), "instances": ("seg", -1)}
 
+
+def best_score(val, labels):
+    """What best.npz is chosen by, lower is better: a validation's Rand error (labels
+    "membranes") or minus its SEG ("instances"); a validation with no score (NaN: no reference
+    cell) is never the best (inf). The one place that decides the best checkpoint."""
+    key, sign = BEST[labels]
+    score = sign * val[key]
+    return math.inf if math.isnan(score) else score
+
+
+def best_step(log, labels):
+    """The step of a run's best.npz from its log.jsonl records: the first best validation after
+    a training step (a run also logs a validation at step 0, never the best)."""
+    va = [r for r in log if "val" in r and r["step"] > 0]
+    return min(va, key=lambda r: best_score(r["val"], labels))["step"] if va else None
+
 # settings a resumed run may change (a longer run, other validations); the others are fixed
 RESUMABLE = ("steps", "val_every", "val_tta", "val_plain")
 

@@ -1,10 +1,11 @@
 """The engine: which implementation of the network's ops runs, chosen here and nowhere else.
 
 The 3x3 conv + ReLU, the 2x2 max pool, the 2x2 up-convolution, the crop-and-concatenate and the
-optimizers' parameter updates have two implementations with one signature each: the readable ops of tinyunet/ops (NumPy or CuPy)
-and their Numba twins in the kernels/ folder, imported as tinyunet.kernels (CPU only; faster,
-and threaded: kernels/conv_relu.py says how). `choose_engine` picks one: "kernels" on the CPU,
-"readable" on the GPU, and "readable" everywhere with TINYUNET_KERNELS=0 in the environment.
+optimizers' parameter updates have two implementations with one signature each: the readable
+ops of tinyunet/ops (NumPy or CuPy) and their Numba twins in the kernels/ folder, imported as
+tinyunet.kernels (CPU only; faster, and threaded: kernels/conv_relu.py says how).
+`choose_engine` picks one: "kernels" on the CPU, "readable" on the GPU, and "readable"
+everywhere with TINYUNET_KERNELS=0 in the environment.
 The network calls whatever it is given and never branches on it; tests check that both give the
 same numbers (the kernels sum in another order, so to rounding).
 """

@@ -3,8 +3,8 @@
 UserError's message is the whole explanation: what was wrong, naming the file or value, and what
 is valid. The library's own kinds derive from it (data.DataError for images and labels,
 checkpoint.CheckpointError for checkpoints), so a command prints any of them as one line
-(cli.run_cli) and a program can catch them all at once. A DataWarning is the same for what is
-worth a word but not an error.
+(commands/cli.py: run_cli) and a program can catch them all at once. A DataWarning is the same
+for what is worth a word but not an error.
 """
 
 

@@ -167,8 +167,9 @@ def torchscript_runner(path):
 def export(checkpoint, fmt, out, name=None, url=None):
     """Export a checkpoint as `fmt` ("onnx", "torchscript" or "bioimageio": the package with
     ONNX weights, and TorchScript ones where PyTorch is installed) to `out`, and check every
-    weight file written against tinyunet's own float64 forward (check_export). Returns (out, the
-    largest difference found)."""
+    weight file written against tinyunet's own float64 forward (check_export). A bioimageio
+    `out` ending in .zip is the package zipped, as the model zoo distributes them (rdf.yaml at
+    the zip's root), else a folder. Returns (out, the largest difference found)."""
     import importlib.util
 
     from .checkpoint import model_from_checkpoint
@@ -182,11 +183,30 @@ def export(checkpoint, fmt, out, name=None, url=None):
         raise ValueError(f"unknown format {fmt!r}: valid formats are onnx, torchscript and "
                          f"bioimageio")
     formats = ["onnx"] + (["torchscript"] if importlib.util.find_spec("torch") else [])
+    if out.suffix.lower() == ".zip":
+        import tempfile
+        with tempfile.TemporaryDirectory(dir=out.parent if out.parent.exists() else None) as tmp:
+            folder, worst = export(checkpoint, fmt, Path(tmp) / "package", name, url)
+            _zip(folder, out)
+        return out, worst
     to_bioimageio(checkpoint, out, name=name, url=url, formats=formats, model=model, meta=meta,
                   scores=validation_scores(checkpoint, meta))
     runners = {"onnx": onnx_runner, "torchscript": torchscript_runner}
     files = {"onnx": "model.onnx", "torchscript": "model.pt"}
     return out, max(check_export(model, runners[f](out / files[f])) for f in formats)
+
+
+def _zip(folder, out):
+    """The files of `folder` into the zip file `out` (at its root), written atomically."""
+    import zipfile
+
+    from .files import atomic_write
+
+    def write(f):
+        with zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as z:
+            for path in sorted(folder.iterdir()):
+                z.write(path, path.name)
+    atomic_write(out, write)
 
 
 def validation_scores(checkpoint, meta):

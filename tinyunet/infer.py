@@ -17,11 +17,9 @@ imports nothing of it. Inference takes any model with the UNet's `predict_proba`
 import math
 
 import numpy as np
-from scipy import ndimage as ndi
 
 from . import backend
-from .data.targets import BORDER, separation_border
-from .model import check_input_size, margin, output_size, valid_input_sizes
+from .model import check_input_size, layers, margin, output_size, valid_input_sizes, walk
 
 # The 8 symmetries of the square (test-time augmentation), each as (transpose, flip y, flip x),
 # applied as flips first, then the transpose: the rotations by k * 90 degrees, each unflipped
@@ -171,30 +169,22 @@ def forward_memory(config, tile, batch=1):
     it, so on the CPU the budget is kept with room to spare;
     tests/test_volume.py checks that it bounds their peak and grows with the tile as it does.
     """
-    depth, base = config["depth"], config["base_channels"]
+    depth = config["depth"]
     check_input_size(tile, depth, "tile size")
     itemsize = np.dtype(config.get("dtype", "float32")).itemsize
-    skips, layers, cols = [], [], []
-
-    def conv(c_in, c_out, s):                   # a 3x3 valid conv + ReLU on an s x s map
-        cols.append(9 * c_in * (s - 2) ** 2)
-        layers.append(c_in * s * s + 2 * c_out * (s - 2) ** 2)
-        return s - 2
-
-    s, c_in = tile, config["in_channels"]
-    for i in range(depth + 1):                  # contracting path and the bottom
-        c = base * 2 ** i
-        s = conv(c, c, conv(c_in, c, s))
-        if i < depth:
-            skips.append(c * s * s)
-            s //= 2
-        c_in = c
-    for i in reversed(range(depth)):            # expanding path: up-conv, concatenation
-        c, s = base * 2 ** i, 2 * s
-        layers.append(2 * c * s * s + 2 * c * s * s)
-        s = conv(c, c, conv(2 * c, c, s))
-    layers.append(base * s * s + 2 * config["n_classes"] * s * s)   # logits, probabilities
-    return int(batch * itemsize * (sum(skips) + max(layers) + max(cols)))
+    net = layers(config["in_channels"], config["n_classes"], config["base_channels"], depth)
+    skips, held, cols = [], [], []              # in elements, per image
+    for layer, (_, s_in, s) in zip(net, walk(tile, depth)):
+        if layer.op == "conv3x3":               # a 3x3 valid conv + ReLU on an s_in x s_in map
+            cols.append(9 * layer.c_in * s ** 2)
+            held.append(layer.c_in * s_in ** 2 + 2 * layer.c_out * s ** 2)
+            if layer.name.startswith("down") and layer.name.endswith("conv2"):
+                skips.append(layer.c_out * s ** 2)
+        elif layer.op == "crop_and_concat":     # the upsampled map and the concatenation
+            held.append(2 * layer.c_in * s ** 2 + 2 * layer.c_in * s ** 2)
+        elif layer.op == "conv1x1":             # logits, probabilities
+            held.append(layer.c_in * s ** 2 + 2 * layer.c_out * s ** 2)
+    return int(batch * itemsize * (sum(skips) + max(held) + max(cols)))
 
 
 def choose_tile(model, memory, batch=1, max_size=None):
@@ -223,32 +213,3 @@ def _bytes(n):
         if n < 1024 or unit == "GiB":
             return f"{n:.3g} {unit}"
         n /= 1024
-
-
-def cell_options(meta):
-    """(border, min_cell) of label_cells for a checkpoint's model: its run's settings (the
-    separation border it learnt; the specks it drops)."""
-    recipe = meta.get("train_config") or {}
-    return recipe.get("border", BORDER), recipe.get("min_cell", 0)
-
-
-def label_cells(prob, threshold=0.5, grow=BORDER, min_pixels=0):
-    """Cells (int32 instance labels, H x W) from a map of P(cell): the 4-connected components of
-    prob > threshold, those smaller than `min_pixels` dropped; then the separation borders given
-    back: a background pixel within `grow` px of a cell, whose neighbourhood of radius `grow`
-    also holds another cell, goes to its nearest cell. The band between two cells that the
-    targets cut out (separation_border) is filled again, and a cell's outer boundary, which the
-    targets leave alone, does not move."""
-    four = [[0, 1, 0], [1, 1, 1], [0, 1, 0]]
-    cells, n = ndi.label(np.asarray(prob) > threshold, structure=four)
-    if min_pixels > 1 and n:
-        small = np.bincount(cells.ravel()) < min_pixels
-        small[0] = False
-        cells[small[cells]] = 0
-        cells, n = ndi.label(cells > 0, structure=four)
-    if grow > 0 and n > 1:
-        dist, (iy, ix) = ndi.distance_transform_edt(cells == 0, return_indices=True)
-        nearest = np.where(dist <= grow, cells[iy, ix], 0)
-        between = separation_border(nearest, grow) & (cells == 0)
-        cells = np.where(between, nearest, cells)
-    return cells.astype(np.int32)

@@ -13,7 +13,7 @@ Parameter names, in forward order (PyTorch layouts, so weights can be exchanged)
     up{i}.conv{1,2}.{weight,bias}
     out.{weight,bias}                                     weight (K, base, 1, 1)
 """
-from collections import OrderedDict
+from collections import OrderedDict, namedtuple
 
 import numpy as np
 
@@ -23,26 +23,74 @@ from .ops import conv1x1, dropout
 from .ops.softmax_cross_entropy import softmax
 
 
+# The network's geometry, written once: fig. 1's layers in forward order, each with the level of
+# the U it works at (0 at the top, depth at the bottom) and its channels in and out. UNet makes its
+# parameters from it; the sizes (`walk`), output_size, crop_margins, the figures' feature maps
+# (diagrams.py) and the memory estimate (infer.forward_memory) read it.
+Layer = namedtuple("Layer", "name op level c_in c_out")
+OPS = ("conv3x3", "max_pool", "dropout", "up_conv", "crop_and_concat", "conv1x1")
+
+
+def layers(in_channels=1, n_classes=2, base_channels=64, depth=4):
+    """[Layer] of a U-Net, in forward order (the parameters' names and order: module docstring).
+
+    conv3x3: a 3x3 valid convolution + ReLU (c_out filters); max_pool: 2x2, stride 2, into level
+    + 1; dropout: the end of the contracting path; up_conv: 2x2 up-convolution (c_in -> c_out =
+    c_in / 2 channels, level: the one it goes up to); crop_and_concat: the skip map of its level
+    (c_out - c_in channels) put before the upsampled map (c_in channels); conv1x1: to K classes."""
+    ch = [base_channels * 2 ** i for i in range(depth + 1)]     # 64, 128, ..., 1024
+    net, c = [], in_channels
+    for i in range(depth):                                      # contracting path
+        net += [Layer(f"down{i}.conv1", "conv3x3", i, c, ch[i]),
+                Layer(f"down{i}.conv2", "conv3x3", i, ch[i], ch[i]),
+                Layer(f"down{i}.pool", "max_pool", i + 1, ch[i], ch[i])]
+        c = ch[i]
+    net += [Layer("bottom.conv1", "conv3x3", depth, ch[depth - 1], ch[depth]),
+            Layer("bottom.conv2", "conv3x3", depth, ch[depth], ch[depth]),
+            # paper sec. 3.1: "drop-out layers at the end of the contracting path"
+            Layer("bottom.dropout", "dropout", depth, ch[depth], ch[depth])]
+    for i in reversed(range(depth)):                            # expanding path
+        net += [Layer(f"up{i}.upconv", "up_conv", i, ch[i + 1], ch[i]),
+                Layer(f"up{i}.concat", "crop_and_concat", i, ch[i], 2 * ch[i]),
+                Layer(f"up{i}.conv1", "conv3x3", i, 2 * ch[i], ch[i]),
+                Layer(f"up{i}.conv2", "conv3x3", i, ch[i], ch[i])]
+    net.append(Layer("out", "conv1x1", 0, ch[0], n_classes))
+    return net
+
+
+def walk(h, depth=4):
+    """[(Layer, size in, size out)] of a U-Net of `depth` (the channels of base 1) for an h x h
+    input, or None if h does not fit: a 3x3 conv loses 2 px, a pool needs an even size, an
+    up-conv doubles, a concatenation needs a skip map at least as large, by an even margin."""
+    steps, s, skips = [], h, {}
+    for layer in layers(depth=depth, base_channels=1):
+        s_in = s
+        if layer.op == "conv3x3":
+            s -= 2
+            if s < 1:
+                return None
+            if layer.name.startswith("down") and layer.name.endswith("conv2"):
+                skips[layer.level] = s
+        elif layer.op == "max_pool":
+            if s < 2 or s % 2:
+                return None
+            s //= 2
+        elif layer.op == "up_conv":
+            s *= 2
+        elif layer.op == "crop_and_concat" and (skips[layer.level] - s) % 2:
+            return None                                         # (never, for a valid h)
+        steps.append((layer, s_in, s))
+    return steps
+
+
 def output_size(h, depth=4):
     """Output size of a U-Net of `depth` for input size h, or None if h does not fit.
 
     Every 3x3 valid conv loses 2 px; every pool needs an even size; every up-conv doubles.
     For depth 4 the valid sizes are h = 16k + 124 (k >= 4), with output 16k - 60.
     """
-    s = h
-    for _ in range(depth):
-        s -= 4                                        # two 3x3 convs
-        if s < 2 or s % 2:
-            return None                               # 2x2 pool needs an even size
-        s //= 2
-    s -= 4                                            # bottom convs
-    if s < 1:
-        return None
-    for _ in range(depth):
-        s = 2 * s - 4                                 # up-conv, then two 3x3 convs
-        if s < 1:
-            return None
-    return s
+    steps = walk(h, depth)
+    return None if steps is None else steps[-1][2]
 
 
 def valid_input_sizes(depth=4, max_size=1024, min_size=1):
@@ -77,17 +125,13 @@ def check_input_size(h, depth=4, what="input size"):
 def crop_margins(depth=4):
     """Px the centre crop takes from each side of the skip map at each level i (0 at the top):
     the same for every valid input size (88, 40, 16, 4 for depth 4, top level first)."""
-    sizes, s = [], next_valid_size(1, depth)
-    for _ in range(depth):                          # the skip maps, top down
-        s -= 4
-        sizes.append(s)
-        s //= 2
-    s -= 4
+    steps = walk(next_valid_size(1, depth), depth)
+    skips = {layer.level: out for layer, _, out in steps
+             if layer.name.startswith("down") and layer.name.endswith("conv2")}
     crops = [0] * depth
-    for i in reversed(range(depth)):                # the upsampled maps, bottom up
-        s *= 2
-        crops[i] = (sizes[i] - s) // 2
-        s -= 4
+    for layer, size, _ in steps:
+        if layer.op == "crop_and_concat":
+            crops[layer.level] = (skips[layer.level] - size) // 2
     return crops
 
 
@@ -127,31 +171,17 @@ class UNet:
         self.device = "cpu"
         self.params = OrderedDict()
         rng = np.random.default_rng(seed)
-        ch = [base_channels * 2 ** i for i in range(depth + 1)]   # 64, 128, ..., 1024
-
-        def add(name, shape, fan_in):
-            # paper sec. 3: Gaussian with std sqrt(2 / N), N = inputs of one neuron
-            w = rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)
-            self.params[name + ".weight"] = w.astype(self.dtype)
-            bias_len = shape[1] if name.endswith("upconv") else shape[0]
-            self.params[name + ".bias"] = np.zeros(bias_len, self.dtype)
-
-        def add_conv3x3(name, c_in, c_out):
-            add(name, (c_out, c_in, 3, 3), 9 * c_in)
-
-        c_in = in_channels
-        for i in range(depth):
-            add_conv3x3(f"down{i}.conv1", c_in, ch[i])
-            add_conv3x3(f"down{i}.conv2", ch[i], ch[i])
-            c_in = ch[i]
-        add_conv3x3("bottom.conv1", ch[depth - 1], ch[depth])
-        add_conv3x3("bottom.conv2", ch[depth], ch[depth])
-        for i in reversed(range(depth)):
-            # each up-conv output pixel sees one input pixel of each of the C channels: N = C
-            add(f"up{i}.upconv", (ch[i + 1], ch[i], 2, 2), ch[i + 1])
-            add_conv3x3(f"up{i}.conv1", 2 * ch[i], ch[i])     # skip (ch[i]) + upsampled (ch[i])
-            add_conv3x3(f"up{i}.conv2", ch[i], ch[i])
-        add("out", (n_classes, ch[0], 1, 1), ch[0])
+        # paper sec. 3: Gaussian with std sqrt(2 / N), N = the inputs of one neuron: kernel
+        # area x input channels (an up-conv output pixel sees one input pixel per channel)
+        shapes = {"conv3x3": lambda l: ((l.c_out, l.c_in, 3, 3), 9 * l.c_in, l.c_out),
+                  "up_conv": lambda l: ((l.c_in, l.c_out, 2, 2), l.c_in, l.c_out),
+                  "conv1x1": lambda l: ((l.c_out, l.c_in, 1, 1), l.c_in, l.c_out)}
+        for layer in layers(in_channels, n_classes, base_channels, depth):
+            if layer.op in shapes:
+                shape, fan_in, n_bias = shapes[layer.op](layer)
+                w = rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)
+                self.params[layer.name + ".weight"] = w.astype(self.dtype)
+                self.params[layer.name + ".bias"] = np.zeros(n_bias, self.dtype)
         self._grads = OrderedDict((k, np.zeros_like(v)) for k, v in self.params.items())
         self.rng = backend.CounterRNG(seed + 1)                # dropout masks, on any device
         self.tape = {}                                         # layer name -> its cache

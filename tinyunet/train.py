@@ -3,7 +3,8 @@ loss, elastic deformation; validation with the ISBI metrics; runs that resume ex
 (The "cpu" preset uses Adam instead: docs/13-laptop.md measures why.) The settings are
 config.TrainConfig; the checkpoint format is checkpoint.py.
 
-A run lives in a folder (the run directory, `new_run_dir`):
+A run lives in a folder (the run directory, rundir.new_run_dir; its lock, signals and the
+message a failed write gives are rundir.py's):
     config.json         the run's settings (the model is rebuilt from it on resume)
     log.jsonl           one JSON object per logged step and per validation
     latest.npz          the latest checkpoint (model, optimizer, step, random states)
@@ -26,134 +27,30 @@ model (checkpoint.model_from_checkpoint), while the optimizer steps the raw para
 average changes nothing of the training itself. `val_plain` validates the raw parameters too
 (log.jsonl: "val_plain"), to compare the two.
 """
-import contextlib
 import dataclasses
 import json
 import math
-import os
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
 from . import backend
-from .checkpoint import (CheckpointError, checkpoint_meta, load_checkpoint, model_from_checkpoint,
-                         rng_state, save_checkpoint)
-from .config import BEST, learning_rate
+from .checkpoint import (CheckpointError, load_checkpoint, model_from_checkpoint, rng_state,
+                         save_checkpoint)
+from .config import BEST, best_score, best_step, learning_rate
 from .data.images import labels_to_classes, normalisation, normalise
 from .data.samples import TileSampler
 from .data.targets import targets
-from .errors import UserError
-from .files import atomic_write, check_writable, write_file
-from .infer import label_cells, predict_tiled
+from .files import atomic_write, write_file
+from .infer import predict_tiled
+from .instances import label_cells
 from .metrics import evaluate, seg
 from .model import UNet, output_size
 from .ops.softmax_cross_entropy import softmax_cross_entropy
 from .optim import EMA, SGD, Adam
-
-
-def new_run_dir(out, preset):
-    """Make a new run directory under `out`, named by the time and the preset, never an
-    existing one (two runs started in one second, in two processes, get two); returns it.
-    A ValueError says why `out` cannot hold it."""
-    out = Path(out)
-    check_writable(out)
-    base = f"{time.strftime('%Y%m%d-%H%M%S')}-{preset}"
-    out.mkdir(parents=True, exist_ok=True)
-    for k in range(1, 1000):
-        run_dir = out / (base if k == 1 else f"{base}-{k}")
-        try:
-            run_dir.mkdir()                          # atomic: only one process makes it
-            return run_dir
-        except FileExistsError:
-            continue
-    raise ValueError(f"{out}: 999 run directories named {base}*: choose another folder")
-
-
-def read_run(run_dir):
-    """The config.json of a run directory, as a dict; a ValueError says what is missing."""
-    run_dir = Path(run_dir)
-    if not run_dir.exists():
-        raise ValueError(f"{run_dir}: no such run directory")
-    if not run_dir.is_dir():
-        hint = (f" (did you mean {run_dir.parent}?)"
-                if (run_dir.parent / "config.json").exists() else "")
-        raise ValueError(f"{run_dir} is a file: a run directory is the folder with config.json "
-                         f"and latest.npz{hint}")
-    try:
-        return json.loads((run_dir / "config.json").read_text())
-    except FileNotFoundError:
-        raise ValueError(f"{run_dir} is not a run directory (no config.json)") from None
-    except ValueError as e:
-        raise ValueError(f"{run_dir / 'config.json'} is damaged ({e})") from None
-
-
-def run_step(run_dir):
-    """The step of a run's latest checkpoint (CheckpointError if it is unusable)."""
-    return checkpoint_meta(Path(run_dir) / "latest.npz")["step"]
-
-
-# the signals that stop a run cleanly: Ctrl-C, and what schedulers, `timeout` and a closed
-# terminal send before they kill a job
-STOP_SIGNALS = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP"}
-
-
-class Stopped(KeyboardInterrupt):
-    """A run stopped by a signal (or a KeyboardInterrupt); `signum` says which (None: not a
-    signal), the message what was saved. A command exits with status 128 + signum (130 for
-    Ctrl-C, 143 for SIGTERM, 129 for SIGHUP)."""
-
-    def __init__(self, message, signum=None):
-        super().__init__(message)
-        self.signum = signum
-
-
-@contextlib.contextmanager
-def _stop_signals(handler):
-    """Call handler(signum, frame) on SIGINT, SIGTERM and SIGHUP inside the block, instead of
-    dying (or raising KeyboardInterrupt) wherever the program happens to be."""
-    if threading.current_thread() is not threading.main_thread():
-        yield                                         # only the main thread receives signals
-        return
-    old = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-
-
-class RunLock:
-    """One process at a time trains a run: an exclusive lock (flock) on <run>/.lock, held from
-    the Trainer's start to the end of its run() (or close(), or the process's end). A second
-    Trainer of the run meanwhile, in any process, gets a UserError."""
-
-    def __init__(self, run_dir):
-        import fcntl
-        self.path = Path(run_dir) / ".lock"
-        self._file = open(self.path, "a+")
-        try:
-            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._file.seek(0)
-            holder = self._file.read().strip() or "another process"
-            self._file.close()
-            raise UserError(f"the run in {run_dir} is being trained by {holder}: two processes "
-                            f"would write one run's checkpoints; wait for it to end, or stop it "
-                            f"(Ctrl-C saves it)") from None
-        self._file.seek(0)
-        self._file.truncate()
-        self._file.write(f"process {os.getpid()} (since {time.strftime('%Y-%m-%d %H:%M:%S')})")
-        self._file.flush()
-
-    def close(self):
-        if not self._file.closed:
-            self._file.close()                        # closing releases the lock
-
-
+from .rundir import STOP_SIGNALS, RunLock, Stopped, kept, stop_signals
 
 
 def format_scores(scores):
@@ -193,12 +90,20 @@ class Trainer:
         self.rng = np.random.default_rng(cfg.seed)
         # best.npz: the lowest validation Rand error (membranes) or the highest SEG (instances)
         self.best_key, self.best_sign = BEST[cfg.labels]
-        self.step, self.best = 0, math.inf     # the best of best_sign * val[best_key]
+        self.step, self.best = 0, math.inf     # the lowest config.best_score so far
         self.losses = []              # training losses since the last logged one
         self.seconds = 0.0            # of training before this process (a resumed run's)
         self._sample = self._rng_before = None    # the next step's tile, drawn ahead
         self.val_pending = True       # the validation due at this step is not done yet
         self.log_lines = 0            # lines in log.jsonl
+        self._saved_step = 0          # the step of the latest.npz on disk
+        self.val_probs = None         # the last validation's probability maps
+        # while run() runs: a signal asked to stop (_stop; _at_once: a second one), which signal,
+        # what the loop is doing (_phase: idle, step, validate, commit, save), the progress bar
+        # or plain lines (_bar, _lines, _last_line) and when this process's training began (_t0)
+        self._stop = self._at_once = False
+        self._signal, self._phase = None, "idle"
+        self._bar, self._lines, self._t0, self._last_line = None, False, None, 0.0
         kind = dict(kind=cfg.labels, w0=cfg.w0, sigma=cfg.sigma, border=cfg.border)
         classes, weights = targets(train_labels, weighting=cfg.weighting, **kind)
         self.sampler = TileSampler(normalise(train_images, self.mean, self.std), classes,
@@ -238,7 +143,7 @@ class Trainer:
             save_checkpoint(path, self.model, self.opt, self.step, self._extra(), self.ema)
         except OSError as e:
             raise CheckpointError(f"could not write {path} ({e.strerror or e}): "
-                                  f"{_kept(path)}") from None
+                                  f"{kept(path)}") from None
         if name == "latest.npz":
             self._saved_step = self.step
 
@@ -289,7 +194,7 @@ class Trainer:
                 f.write(json.dumps(record) + "\n")
         except OSError as e:
             raise CheckpointError(f"could not write {path} ({e.strerror or e}): "
-                                  f"{_kept(self.run_dir / 'latest.npz')}") from None
+                                  f"{kept(self.run_dir / 'latest.npz')}") from None
         self.log_lines += 1
 
     def train_step(self):
@@ -372,7 +277,7 @@ class Trainer:
         whole = True                                  # is the state in memory a whole step's?
         self._signal = None
         try:
-            with _stop_signals(self._on_sigint):
+            with stop_signals(self._on_sigint):
                 try:
                     while True:
                         if self.val_pending and not self._stop:
@@ -462,9 +367,7 @@ class Trainer:
         self._phase = "commit"                        # from here on, Ctrl-C waits for the end
         self.log(record)
         self.val_pending = False
-        score = self.best_sign * val[self.best_key]
-        if math.isnan(score):
-            score = math.inf                  # no score (no reference cell): never the best
+        score = best_score(val, self.cfg.labels)
         if self.step > 0 and score < self.best:
             self.best = score
             self.save("best.npz")
@@ -485,13 +388,13 @@ class Trainer:
         """Write a file of the run atomically; a failure says that the last checkpoint stands.
         data: bytes, or writer(f) that writes to the open file."""
         writer = data if callable(data) else (lambda f: f.write(data))
-        write_file(path, writer, _kept(self.run_dir / "latest.npz"))
+        write_file(path, writer, kept(self.run_dir / "latest.npz"))
 
     def _plot_curves(self):
-        from .plots import best_step, plot_curves
+        from .plots import plot_curves
         log = self.read_log()
         self._write(self.run_dir / "curves.png",
-                    lambda f: plot_curves(log, f, best_step=best_step(log)))
+                    lambda f: plot_curves(log, f, best_step=best_step(log, self.cfg.labels)))
 
     def _plot_predictions(self, prob):
         """predictions.png, drawn when a validation gives a new best checkpoint."""
@@ -500,18 +403,6 @@ class Trainer:
             self.val_images[0], self.val_labels[0], prob, self.val_w[0], f,
             f"validation slice 0 at the best checkpoint: step {self.step}, "
             f"{self.best_key} {self.best_sign * self.best:.4f}"))
-
-
-def _kept(path):
-    """What a failed write leaves: the previous file, intact (files.atomic_write)."""
-    path = Path(path)
-    if not path.exists():
-        return "no earlier file of that name was there"
-    try:
-        step = f" of step {checkpoint_meta(path)['step']}" if path.suffix == ".npz" else ""
-    except CheckpointError:
-        step = ""
-    return f"the previous {path.name}{step} is intact (free some space, then --resume)"
 
 
 def final_report(trainer, device):

@@ -16,7 +16,7 @@ import re
 import sys
 import warnings
 
-from .errors import DataWarning, UserError
+from ..errors import DataWarning, UserError
 
 
 def run_cli(main, argv=None):
@@ -106,7 +106,7 @@ def block_shape(text):
 def device(name):
     """"cpu" or "gpu" for --device `name` (None: $TINYUNET_DEVICE, else the CPU); a UserError
     names the argument and what to do instead."""
-    from . import backend
+    from .. import backend
     try:
         return backend.resolve_device(name)
     except (ValueError, RuntimeError) as e:

@@ -19,7 +19,7 @@ slices (0-based, e.g. 25-29 or 3,7); PROBS holds either those slices or as many 
 
 Prints, per slice and for the stack: pixel error, Rand error and warping error (the paper's
 table, lower is better) and V_rand and V_info after border thinning (the challenge's final
-ranking, higher is better); see tinyunet/metrics.py and docs/11-metrics.md.
+ranking, higher is better); see tinyunet/metrics/ and docs/11-metrics.md.
 """
 import json
 import sys
@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import metrics
-from ..cli import ArgumentParser
+from .cli import ArgumentParser
 from ..errors import UserError
 from ..data import DataError, load_folder, load_stack, validate_labels
 from ..data.selection import parse_slices

@@ -3,6 +3,7 @@
     tinyunet export runs/<run>/best.npz --format onnx --out model.onnx
     tinyunet export runs/<run>/best.npz --format torchscript --out model.pt
     tinyunet export runs/<run>/best.npz --format bioimageio --out my_model/
+    tinyunet export runs/<run>/best.npz --format bioimageio --out my_model.zip   # zipped
     tinyunet export isbi2012 --format bioimageio --out isbi2012_zoo/     # the shipped model
 
 A bioimage.io package (format 0.5: rdf.yaml, the weights as ONNX and, where PyTorch is
@@ -13,7 +14,7 @@ sizes and a batch of 2 before this command reports success. Needs pip install 't
 """
 from pathlib import Path
 
-from ..cli import ArgumentParser
+from .cli import ArgumentParser
 from ..errors import UserError
 
 TOLERANCE = 1e-5
@@ -25,7 +26,8 @@ def build_parser():
                                        "a model that ships with tinyunet (isbi2012)")
     ap.add_argument("--format", choices=("onnx", "torchscript", "bioimageio"), required=True)
     ap.add_argument("--out", required=True, help="the file (onnx, torchscript) or the folder "
-                                                 "(bioimageio) to write")
+                                                 "(bioimageio; a name ending in .zip: the "
+                                                 "package zipped) to write")
     ap.add_argument("--name", help="bioimageio: the model's name (letters, digits, spaces, - _)")
     ap.add_argument("--url", help="bioimageio: where this model or its code is published, "
                                   "cited beside the paper")
@@ -53,4 +55,5 @@ def main(argv=None):
     print(f"wrote {what[args.format]} {out}: probabilities within {worst:.1e} of tinyunet's own "
           f"at several valid sizes and a batch of 2")
     if args.format == "bioimageio":
-        print(f"check it with: bioimageio test {out / 'rdf.yaml'}")
+        rdf = out if out.suffix.lower() == ".zip" else out / "rdf.yaml"
+        print(f"check it with: bioimageio test {rdf}")

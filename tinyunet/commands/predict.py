@@ -12,7 +12,7 @@ OUT/<name>_prob.tif (float32, P(cell) per slice) with OUT/<name>_overlay.png (th
 predicted membranes in red); a folder of frames gives one OUT/<frame>_prob.tif per frame. With
 --instances (a model trained on instance masks) the output is the cells, one id each:
 OUT/<name>_labels.tif (uint16), the connected components of P(cell) > --threshold with the
-separation borders given back (tinyunet.infer.label_cells). A zarr store, a TIFF larger than the budget, or --chunk,
+separation borders given back (tinyunet.instances.label_cells). A zarr store, a TIFF larger than the budget, or --chunk,
 --scheduler or --format zarr go through tinyunet.volume.predict_volume (dask, block by block;
 pip install 'tinyunet[volume]') into OUT/<name>_prob.zarr.
 
@@ -30,13 +30,14 @@ from pathlib import Path
 import numpy as np
 
 from ..checkpoint import SHIPPED, CheckpointError, load_model, trained_on
-from ..cli import ArgumentParser, at_least, block_shape, device, memory_size, number
+from .cli import ArgumentParser, at_least, block_shape, device, memory_size, number
 from ..data import grey_range, load_stack, normalise
 from ..data.images import image_files
 from ..errors import DataWarning, UserError
 from ..files import check_writable
 from ..files import write_file as write
-from ..infer import cell_options, choose_tile, covering_tile, label_cells, predict_tiled
+from ..infer import choose_tile, covering_tile, predict_tiled
+from ..instances import cell_options, label_cells
 from ..model import check_input_size
 
 probability = number("in (0, 1)", lambda v: 0 < v < 1)

@@ -28,13 +28,14 @@ import signal
 import sys
 from pathlib import Path
 
-from ..cli import (ArgumentParser, announce_compiling, at_least, device, fraction,
+from .cli import (ArgumentParser, announce_compiling, at_least, device, fraction,
                    non_negative_float, positive_float)
 from ..config import LR_SCHEDULES, OPTIMIZERS, PRESETS, TrainConfig
 from ..data.selection import choose_data
 from ..data.targets import WEIGHTINGS
 from ..errors import UserError
-from ..train import Trainer, final_report, format_scores, new_run_dir, read_run, run_step
+from ..rundir import new_run_dir, read_run, run_step
+from ..train import Trainer, final_report, format_scores
 
 # how a user runs this command again (the console command sets "tinyunet train")
 PROG = "python examples/train_isbi.py"

@@ -21,18 +21,19 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
-from .images import DataError, DataNotFoundError, instance_labels, load_stack
+from .images import DataError, DataNotFoundError, instance_labels, load_stack, shared_data_dir
 
 IGNORE_MARGIN = 5           # px around an unannotated cell, also left out of the loss
 
 
 def default_ctc_dir():
-    """$TINYUNET_CTC_DIR, else ../shared/data/ctc beside the project checkout: the folder of
-    the challenge's sets (DIC-C2DH-HeLa, PhC-C2DH-U373, ...)."""
+    """$TINYUNET_CTC_DIR, else images.shared_data_dir("ctc") (../shared/data/ctc beside the
+    checkout, or $TINYUNET_DATA_DIR/ctc): the folder of the challenge's sets (DIC-C2DH-HeLa,
+    PhC-C2DH-U373, ...)."""
     env = os.environ.get("TINYUNET_CTC_DIR")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[3] / "shared" / "data" / "ctc"
+    return shared_data_dir("ctc")
 
 
 def is_ctc_set(folder):

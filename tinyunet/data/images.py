@@ -12,6 +12,7 @@ Grey values: integer images are scaled to [0, 1] by their dtype's range (8-bit /
 deviation of the training images (`normalisation`, `normalise`); a checkpoint keeps the two
 numbers and the dtype the model was trained on.
 """
+import os
 import warnings
 from pathlib import Path
 
@@ -29,6 +30,21 @@ class DataError(UserError, ValueError):
 
 class DataNotFoundError(DataError, FileNotFoundError):
     """A data file or folder that does not exist."""
+
+
+def shared_data_dir(name):
+    """Where the data set `name` ("isbi2012", "ctc") is by default: in $TINYUNET_DATA_DIR/name,
+    else in ../shared/data/name beside the checkout tinyunet runs from (an editable install),
+    else beside the working folder (../shared/data/name or ./data/name: an installed tinyunet
+    run from a project folder); the first that exists, or the checkout's for the error message."""
+    env = os.environ.get("TINYUNET_DATA_DIR")
+    if env:
+        return Path(env) / name
+    here = Path(__file__).resolve().parents[2]           # the checkout, for an editable install
+    candidates = [here.parent / "shared" / "data" / name] if (here / "pyproject.toml").exists() \
+        else []
+    candidates += [Path.cwd().parent / "shared" / "data" / name, Path.cwd() / "data" / name]
+    return next((c for c in candidates if c.exists()), candidates[0])
 
 
 def load_stack(path, labels=False):
@@ -102,13 +118,20 @@ def check_finite(arr, where, what="pixels"):
 
 def validate_labels(labels, name="labels", cell=(255,)):
     """Check that label images hold only 0 (membrane) and one cell value of `cell` (the
-    ISBI files: 255; a scorer may also accept 1); say which other values were found."""
+    ISBI files: 255; a scorer may also accept 1); say which other values were found. A binary
+    mask of 0 and 1 (the commonest format of one's own labels) is read as 0 and 255, with a
+    line that says so."""
     values = [int(v) for v in np.unique(labels)]
+    if 1 not in cell and values in ([0, 1], [1]):
+        warnings.warn(f"{name}: labels 0 and 1, read as 0 (membrane or background) and 1 (cell "
+                      f"interior), as 0 and 255 are", DataWarning, stacklevel=2)
+        return (np.asarray(labels) > 0).astype(np.uint8) * np.uint8(255)
     extras = [[v for v in values if v not in (0, c)] for c in cell]
     if all(extras):
         extra = extras[0]
+        ones = " (or 0 and 1)" if 1 not in cell else ""
         raise DataError(f"{name}: label values must be 0 (membrane) and "
-                        f"{' or '.join(map(str, cell))} (cell interior); found also "
+                        f"{' or '.join(map(str, cell))} (cell interior){ones}; found also "
                         f"{extra[:10]}{' ...' if len(extra) > 10 else ''}")
     return labels
 

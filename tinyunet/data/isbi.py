@@ -3,17 +3,19 @@ interior, 0 = membrane) and test-volume.tif, 30 slices of 512x512 each, in one f
 import os
 from pathlib import Path
 
-from .images import DataNotFoundError, check_folder, check_pair, load_stack, validate_labels
+from .images import (DataNotFoundError, check_folder, check_pair, load_stack, shared_data_dir,
+                     validate_labels)
 
 ISBI_FILES = ("train-volume.tif", "train-labels.tif", "test-volume.tif")
 
 
 def default_isbi_dir():
-    """$TINYUNET_ISBI_DIR, else ../shared/data/isbi2012 beside the project checkout."""
+    """$TINYUNET_ISBI_DIR, else images.shared_data_dir("isbi2012") (../shared/data/isbi2012
+    beside the checkout, or $TINYUNET_DATA_DIR/isbi2012)."""
     env = os.environ.get("TINYUNET_ISBI_DIR")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[3] / "shared" / "data" / "isbi2012"
+    return shared_data_dir("isbi2012")
 
 
 def load_isbi(data_dir=None):

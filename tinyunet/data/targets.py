@@ -23,36 +23,13 @@ them. Unannotated cells (-1) get weight 0: they are neither background nor a cel
 the loss does not count them.
 """
 import numpy as np
-from scipy import ndimage as ndi
 
+from ..instances import BORDER, separation_border
 from ..kernels.weight_map import class_weight_map, instances_from_mask, weight_map
 from .images import labels_to_classes
 
 LABEL_KINDS = ("membranes", "instances")
 WEIGHTINGS = ("paper", "balanced", "none")         # eq. 2; the class balance w_c alone; none
-BORDER = 2                      # px: the separation border's default width
-
-
-def _disc(radius):
-    r = int(radius)
-    yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
-    return yy ** 2 + xx ** 2 <= radius ** 2
-
-
-def separation_border(instances, width=BORDER):
-    """Cell pixels (bool, H x W) within `width` px of a pixel of another cell."""
-    inst = np.asarray(instances)
-    if width <= 0:
-        return np.zeros(inst.shape, bool)
-    cells = np.where(inst > 0, inst, 0).astype(np.int64)
-    disc = _disc(width)
-    high = ndi.grey_dilation(cells, footprint=disc, mode="constant", cval=0)
-    # the smallest cell id around, background (and outside the image) counted as larger than
-    # every cell (a sentinel that survives scipy's cval, a float)
-    above = int(cells.max(initial=0)) + 1
-    low = ndi.grey_erosion(np.where(cells > 0, cells, above), footprint=disc, mode="constant",
-                           cval=above)
-    return (cells > 0) & ((high > cells) | (low < cells))
 
 
 def instance_classes(instances, width=BORDER):
