@@ -7,10 +7,10 @@ on the machine or two seeds side by side.
     python benchmarks/bench_wallclock.py pair       # --preset cpu, seeds 0 and 1, one thread each
     python benchmarks/bench_wallclock.py --table    # results/wallclock.md from the finished runs
 
-Each run is a study run (study.py: runs/study/wallclock/<name>, its logs kept in
-results/runs/wallclock/<name>, a line a minute in train.log). The table gains a row per run
-name and keeps the rows of runs that are not on this machine. Nothing else should run beside
-these: the minutes are the measurement.
+Each run is a study run (studies/study.py: runs/study/wallclock/<name>, its logs kept in
+results/runs/wallclock/<name>, a line a minute in train.log). The table (results/wallclock.md)
+gains a row per run name and keeps the rows of runs that are not on this machine. Nothing else
+should run beside these: the minutes are the measurement.
 """
 import argparse
 import json
@@ -18,8 +18,14 @@ import os
 import sys
 import tempfile
 import time
+from pathlib import Path
 
-from study import CTC_DIR, LOGS, RESULTS, finished, run_all
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "studies"))            # the studies' runner
+from study import CTC_DIR, Study                            # noqa: E402
+
+STUDY = Study(HERE / "results")                             # logs in results/runs/wallclock/
+LOGS = STUDY.logs
 
 RUNS = {
     "cpu": {"wallclock/preset-cpu-seed-0": ["--data", "isbi", "--preset", "cpu", "--seed", "0"]},
@@ -29,7 +35,6 @@ RUNS = {
     "pair": {f"wallclock/pair-preset-cpu-seed-{s}": ["--data", "isbi", "--preset", "cpu",
                                                      "--seed", str(s)] for s in (0, 1)},
 }
-TABLE = RESULTS / "wallclock.md"
 HEAD = ("| run | command (`python examples/train_isbi.py ...`) | threads | steps | minutes, "
         "whole command | minutes of training | s / step | commit | last checkpoint, plain (TTA) |\n"
         "|---|---|---|---|---|---|---|---|---|")
@@ -54,16 +59,8 @@ def row(name, argv, run, cfg, minutes, metrics):
 
 def write_table():
     """Merge the finished runs' rows into results/wallclock.md by run name."""
-    rows = {}
-    if TABLE.exists():
-        for line in TABLE.read_text().splitlines()[2:]:
-            if line.startswith("| "):
-                rows[line.split(" | ")[0][2:]] = line
     every = {k: v for group in RUNS.values() for k, v in group.items()}
-    for name, argv, run, cfg, minutes, metrics in finished(every):
-        rows[name] = row(name, argv, run, cfg, minutes, metrics)
-    TABLE.write_text(HEAD + "\n" + "\n".join(rows[k] for k in sorted(rows)) + "\n")
-    print(TABLE.read_text())
+    STUDY.write_table("wallclock.md", HEAD, [row(*r) for r in STUDY.finished(every)])
 
 
 def main():
@@ -80,7 +77,7 @@ def main():
     commit = os.popen("git rev-parse --short HEAD").read().strip()
     threads = max(1, (os.cpu_count() or 2) // jobs)
     t0 = time.time()
-    run_all(runs, jobs, threads)
+    STUDY.run_all(runs, jobs, threads)
     minutes = (time.time() - t0) / 60
     print(f"{a.group}: {minutes:.1f} min in all (commit {commit})")
     for name in runs:

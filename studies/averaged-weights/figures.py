@@ -1,9 +1,9 @@
-"""The averaged weights' study (issue 20): does the moving average remove the jumps of the
-validation error, and how good is the last averaged checkpoint, chosen on nothing?
+"""The averaged weights' study (README.md beside this file): does the moving average remove the
+jumps of the validation error, and how good is the last averaged checkpoint, chosen on nothing?
 
-    python benchmarks/laptop_study.py ema --jobs 2     # the two runs (--preset cpu --ema 0.999 --val-plain)
-    python benchmarks/laptop_study.py ema --only ema/preset-cpu-ema-9000-seed-0    # half the schedule
-    python benchmarks/ema_figures.py                   # -> docs/figures/ema_curves.png, results/ema_study.md
+    python studies/averaged-weights/run.py --jobs 2     # the two runs (--ema 0.999 --val-plain)
+    python studies/averaged-weights/run.py --only ema/preset-cpu-ema-9000-seed-0   # half the schedule
+    python studies/averaged-weights/figures.py          # -> figures/ema_curves.png, results.md
 
 Each run validates both its averaged and its raw parameters at every validation (the raw
 parameters are the training itself: the average changes no step), so one run gives both curves.
@@ -12,9 +12,14 @@ import json
 
 import numpy as np
 
-from study import RESULTS, ROOT, run_dir_of
+import sys
+from pathlib import Path
 
-FIGURES = ROOT / "docs" / "figures"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # studies/study.py
+from study import Study                                         # noqa: E402
+
+STUDY = Study(Path(__file__).resolve().parent)
+FIGURES = STUDY.home / "figures"
 RUNS = {f"seed {s}": f"ema/preset-cpu-ema-seed-{s}" for s in (0, 1)}
 RUNS["seed 0, 9000 steps"] = "ema/preset-cpu-ema-9000-seed-0"
 
@@ -37,9 +42,9 @@ def jumps(steps, values):
 
 def main():
     from matplotlib.figure import Figure
-    present = {name: run for name, group in RUNS.items() if (run := run_dir_of(group))}
+    present = {name: run for name, group in RUNS.items() if (run := STUDY.run_dir_of(group))}
     if not present:
-        raise SystemExit("no run of the study yet: python benchmarks/laptop_study.py ema")
+        raise SystemExit("no run of the study yet: python studies/averaged-weights/run.py")
     fig = Figure(figsize=(6 * len(present), 4.4))
     ax = np.atleast_1d(fig.subplots(1, len(present)))
     rows = []
@@ -80,10 +85,7 @@ def main():
             f"{r['raw_best'][2]:.4f} | {r['raw_last'][0]:.4f} / {r['raw_last'][1]:.4f} | {best} | "
             f"{last} | {r['jumps_raw'][0]:.4f} / {r['jumps_raw'][1]:.4f} vs "
             f"{r['jumps_avg'][0]:.4f} / {r['jumps_avg'][1]:.4f} |")
-    text = "\n".join(lines) + "\n"
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "ema_study.md").write_text(text)
-    print(text)
+    STUDY.write_table("results.md", "\n".join(lines[:2]), lines[2:])
     print(f"wrote {FIGURES / 'ema_curves.png'}")
 
 

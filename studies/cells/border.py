@@ -1,20 +1,25 @@
-"""What the separation border costs and what it buys, before any training (issue 18).
+"""What the separation border costs and what it buys, before any training (README.md beside
+this file).
 
-    python benchmarks/cells_border.py          # -> benchmarks/results/cells_border.md
+    python studies/cells/border.py          # -> border.md (rows merged by set and width)
 
 For each width b: the training targets of every fully annotated reference frame (cells minus
 their separation borders, data/targets.py), turned back into cells as a prediction would be
-(infer.label_cells: connected components, specks under 100 px dropped, the band grown back by b
+(instances.label_cells: connected components, specks under 100 px dropped, the band grown back by b
 px), scored against the reference masks with SEG. A perfect network reaches this score and no
 more; b = 0 (no border) shows how many touching cells the plain foreground merges.
 """
 import numpy as np
 
-from study import CTC_DIR, RESULTS
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # studies/study.py
+from study import CTC_DIR, Study                                # noqa: E402
 from tinyunet import metrics
 from tinyunet.data.ctc import load_ctc
 from tinyunet.data.targets import instance_classes
-from tinyunet.infer import label_cells
+from tinyunet.instances import label_cells
 
 WIDTHS = (0, 1, 2, 3, 4)
 
@@ -34,12 +39,10 @@ def main():
                             for r, c in zip(full, classes)])
             rows.append(f"| {name} | {b} | {100 * band:.2f} % | {res['seg']:.4f} | {merged} / "
                         f"{res['reference']} |")
-    text = ("| set | border width b (px) | cell pixels in the band | SEG of the targets "
-            "made cells again | reference cells merged |\n|---|---|---|---|---|\n"
-            + "\n".join(rows) + "\n")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "cells_border.md").write_text(text)
-    print(text)
+    Study(Path(__file__).resolve().parent).write_table(
+        "border.md", "| set | border width b (px) | cell pixels in the band | SEG of the targets "
+        "made cells again | reference cells merged |\n|---|---|---|---|---|", rows,
+        key_columns=(0, 1))
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
-"""The cells study's numbers frame by frame, and its figures (issue 18, docs/15-cells.md).
+"""The cells study's numbers frame by frame, and its figures (README.md beside this file).
 
-    python benchmarks/cells_figures.py    # after cells_study.py: results/cells_frames.md and
-                                          # cells_weights.md, docs/figures/cells_merges.png,
-                                          # cells_weights.png, cells_curves.png
+    python studies/cells/figures.py    # after run.py: frames.md, thresholds.md, weights.md,
+                                       # figures/cells_merges.png, cells_weights.png,
+                                       # cells_curves.png (tables merged by run name)
 
-For every finished run of benchmarks/cells_study.py, its last checkpoint (the averaged weights,
+For every finished run of studies/cells/run.py, its last checkpoint (the averaged weights,
 chosen on nothing) segments its validation frames: SEG, cells merged and split per frame
 (metrics.merged_and_split_cells), and SEG at other thresholds of P(cell) than the 0.5 the preset
 uses. It also segments every frame of the sequence that has no reference mask and scores it
@@ -12,15 +12,14 @@ against the challenge's silver truth (computer-made, not a human reference, but 
 never trained on), with its merged and split cells frame by frame: two validation frames hold
 26 cells, where one merge more or less moves SEG by 0.03; the unannotated frames hold a thousand.
 
-The weight-map comparison (issue 18: eq. 2's border term, class balancing alone, no weights, and
-the border term at 2.5 times the paper's w0, the same recipe on DIC-HeLa) is
-results/cells_weights.md: each weighting's SEG on the validation frames (last checkpoint, and the
+The weight-map comparison (eq. 2's border term, class balancing alone, no weights, and the border
+term at 2.5 times the paper's w0, the same recipe on DIC-HeLa) is weights.md: each weighting's SEG on the validation frames (last checkpoint, and the
 mean of the validations of the second half of training, which one lucky checkpoint moves less)
 and its merges and splits per frame on the silver truth; cells_merges.png shows the merges on
 one validation frame, cells_weights.png the merged and split cells frame by frame along the
 sequence.
 
-The threshold is chosen on the silver truth (results/cells_thresholds.md: SEG at each threshold
+The threshold is chosen on the silver truth (thresholds.md: SEG at each threshold
 on the frames never trained on, the best of them, and the validation frames at 0.5 and at it),
 so that the frames it is scored on play no part in choosing it.
 """
@@ -30,16 +29,21 @@ import re
 import numpy as np
 from scipy import ndimage as ndi
 
-from cells_study import weighting
-from study import CTC_DIR, RESULTS, ROOT, run_dir_of
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # studies/study.py
+from run import STUDY, weighting                                # noqa: E402
+from study import CTC_DIR                                       # noqa: E402
 from tinyunet import metrics
 from tinyunet.checkpoint import model_from_checkpoint
 from tinyunet.data import load_stack, normalise
 from tinyunet.data.ctc import load_ctc
 from tinyunet.data.selection import parse_slices
-from tinyunet.infer import label_cells, predict_tiled
+from tinyunet.infer import predict_tiled
+from tinyunet.instances import label_cells
 
-FIGURES = ROOT / "docs" / "figures"
+FIGURES = STUDY.home / "figures"
 RUNS = {"presets/hela": "DIC-C2DH-HeLa", "presets/u373": "PhC-C2DH-U373",
         "weights/hela-balanced": "DIC-C2DH-HeLa", "weights/hela-none": "DIC-C2DH-HeLa",
         "weights/hela-w0-25": "DIC-C2DH-HeLa"}
@@ -79,10 +83,17 @@ def second_half_seg(run, steps):
     return float(np.mean([r["val"]["seg"] for r in log if "val" in r and r["step"] > steps / 2]))
 
 
+def frames_table(rows):
+    """frames.md: a row per run and frame, merged by both."""
+    STUDY.write_table("frames.md", "| run | weighting | frame | SEG (last checkpoint) | cells | "
+                      "found | merged | split | |\n|---|---|---|---|---|---|---|---|---|", rows,
+                      key_columns=(0, 2))
+
+
 def main():
     rows, merges, curves, weights, thresholds = [], {}, {}, {}, []
     for group, name in RUNS.items():
-        run = run_dir_of(group)
+        run = STUDY.run_dir_of(group)
         if run is None or not (run / "final_metrics.json").exists():
             print(f"{group}: not finished")
             continue
@@ -132,19 +143,13 @@ def main():
                 cells=st["cells"])
         log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
         curves[group] = [(r["step"], r["val"]["seg"]) for r in log if "val" in r]
-    text = ("| run | weighting | frame | SEG (last checkpoint) | cells | found | merged | split "
-            "| |\n|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "cells_frames.md").write_text(text)
-    print(text)
+    frames_table(rows)
     if thresholds:
-        text = ("| run | weighting | "
-                + " | ".join(f"silver truth: SEG at {t}" for t in THRESHOLDS)
-                + " | chosen on the silver truth | validation SEG at 0.5 | validation SEG at "
-                "the chosen threshold |\n|" + "---|" * (len(THRESHOLDS) + 5) + "\n"
-                + "\n".join(thresholds) + "\n")
-        (RESULTS / "cells_thresholds.md").write_text(text)
-        print(text)
+        STUDY.write_table("thresholds.md", "| run | weighting | "
+                          + " | ".join(f"silver truth: SEG at {t}" for t in THRESHOLDS)
+                          + " | chosen on the silver truth | validation SEG at 0.5 | validation "
+                          "SEG at the chosen threshold |\n|" + "---|" * (len(THRESHOLDS) + 5),
+                          thresholds)
     from matplotlib.figure import Figure
     order = [g for g in RUNS if g in weights]
     if weights:
@@ -158,13 +163,12 @@ def main():
                 f"{np.mean(r['split']):.2f} of {np.mean(r['cells']):.1f} | "
                 f"{sum(r['merged']) / sum(r['cells']):.1%} / "
                 f"{sum(r['split']) / sum(r['cells']):.1%} |")
-        (RESULTS / "cells_weights.md").write_text(
-            "| weighting (run) | steps | validation SEG, last checkpoint (plain / TTA) | "
-            "validation SEG, mean of the second half's validations | validation frames: merged "
-            "/ split cells | silver truth: SEG / F1 | silver truth: merged / split cells per "
-            "frame | silver truth: share of cells merged / split |\n"
-            "|---|---|---|---|---|---|---|---|\n" + "\n".join(lines) + "\n")
-        print("\n".join(lines))
+        STUDY.write_table(
+            "weights.md", "| weighting (run) | steps | validation SEG, last checkpoint (plain / "
+            "TTA) | validation SEG, mean of the second half's validations | validation frames: "
+            "merged / split cells | silver truth: SEG / F1 | silver truth: merged / split cells "
+            "per frame | silver truth: share of cells merged / split |\n"
+            "|---|---|---|---|---|---|---|---|", lines)
         fig = Figure(figsize=(9, 5.5))
         ax = fig.subplots(2, 1, sharex=True)
         for w in order:

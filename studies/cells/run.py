@@ -1,19 +1,25 @@
-"""The cells study (issue 18, docs/15-cells.md): the paper's second experiment on the cell
+"""The cells study (README.md beside this file): the paper's second experiment on the cell
 tracking challenge's DIC-HeLa and PhC-U373, from their instance masks.
 
-    python benchmarks/cells_study.py --list            # the runs and their commands
-    python benchmarks/cells_study.py presets --jobs 2  # --preset cells on each set
-    python benchmarks/cells_study.py weights --jobs 2  # DIC-HeLa: class balance alone, no
+    python studies/cells/run.py --list            # the runs and their commands
+    python studies/cells/run.py presets --jobs 2  # --preset cells on each set
+    python studies/cells/run.py weights --jobs 2  # DIC-HeLa: class balance alone, no
                                                        # weights, the border term at w0 = 25
-    python benchmarks/cells_study.py --table           # results/cells_study.md
+    python studies/cells/run.py --table           # results.md (rows merged by run name)
 
 Every run trains on the reference frames of the one sequence each set has here and validates on
 frames of the same sequence (DIC-HeLa 01: frames 39 and 54, slices 6,7; PhC-U373 02: frames 77,
 92, 112, the default: the last sixth of the fully annotated frames). Runs resume; finished ones
 are skipped (study.py).
 """
-from study import CTC_DIR as CTC
-from study import cli, finished, write_table
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # studies/study.py
+from study import CTC_DIR as CTC                                # noqa: E402
+from study import Study                                         # noqa: E402
+
+STUDY = Study(Path(__file__).resolve().parent)
 
 SETS = {"hela": [str(CTC / "DIC-C2DH-HeLa"), "--val-slices", "6,7"],
         "u373": [str(CTC / "PhC-C2DH-U373")]}
@@ -44,16 +50,16 @@ def commands(group):
 
 def table():
     rows = []
-    for name, argv, run, cfg, minutes, m in finished(commands("all")):
+    for name, argv, run, cfg, minutes, m in STUDY.finished(commands("all")):
         last = m["last"]
         rows.append(f"| {name} | {weighting(cfg)} | {cfg['steps']} | {minutes:.0f} | "
                     f"{last['plain']['seg']:.4f} / {last['tta']['seg']:.4f} | "
                     f"{last['plain']['f1']:.3f} / {last['tta']['f1']:.3f} | "
                     f"{m['step']} | {m['plain']['seg']:.4f} / {m['tta']['seg']:.4f} |")
-    write_table("cells_study", "| run | weighting | steps | minutes | SEG, last checkpoint "
+    STUDY.write_table("results.md", "| run | weighting | steps | minutes | SEG, last checkpoint "
                 "(plain / TTA) | F1 at IoU 0.5 (last) | best step | SEG, best checkpoint (plain "
                 "/ TTA) |\n|---|---|---|---|---|---|---|---|", rows)
 
 
 if __name__ == "__main__":
-    cli(__doc__, ("presets", "weights", "all"), commands, table)
+    STUDY.cli(__doc__, ("presets", "weights", "all"), commands, table)

@@ -1,6 +1,6 @@
-"""Figures of the laptop study (docs/13-laptop.md) from the runs of benchmarks/laptop_study.py.
+"""Figures of the laptop study (README.md beside this file) from the runs of run.py.
 
-    python benchmarks/laptop_figures.py          # docs/figures/laptop_curves.png, laptop_merges.png
+    python studies/laptop/figures.py          # figures/laptop_curves.png, laptop_merges.png
 
 laptop_curves.png: the validation Rand error of the short runs against training minutes (one
 budget of CPU time), and of the long runs against steps. laptop_merges.png: one validation
@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
 from tinyunet.plots import plot_merges_splits
 
+ROOT = Path(__file__).resolve().parents[2]
 STUDY = ROOT / "runs" / "study"
-FIGURES = ROOT / "docs" / "figures"
+FIGURES = Path(__file__).resolve().parent / "figures"
 
 
 def runs(group):
@@ -96,7 +96,7 @@ def plot_merges():
 
 if __name__ == "__main__":
     if not (runs("short") or runs("long")):
-        raise SystemExit(f"no runs of the study in {STUDY}: run benchmarks/laptop_study.py first "
+        raise SystemExit(f"no runs of the study in {STUDY}: run studies/laptop/run.py first "
                          f"(the figures in {FIGURES} are kept)")
     plot_curves()
     if runs("long"):

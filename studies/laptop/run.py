@@ -1,22 +1,26 @@
-"""The laptop study (issue 10, docs/13-laptop.md): which ingredients move the ISBI Rand error.
+"""The laptop study (README.md beside this file): which ingredients move the ISBI Rand error.
 
 Every run is one `examples/train_isbi.py` command on ISBI 2012 (train slices 0-24, validate
 25-29). Short runs rank the choices at one fixed budget of CPU time (the steps of each variant
 are set so that each costs about the same time as the baseline's); long runs confirm.
 
-    python benchmarks/laptop_study.py --list                  # the runs and their commands
-    python benchmarks/laptop_study.py short --jobs 2          # the ranking runs, two at a time
-    python benchmarks/laptop_study.py long --jobs 2           # the shipped preset, two seeds
-    python benchmarks/laptop_study.py ema --jobs 2            # the same with averaged weights
-    python benchmarks/laptop_study.py ema --only ema/preset-cpu-ema-9000-seed-0   # half the schedule
-    python benchmarks/laptop_study.py ship                    # the shipped model, all 30 slices
-    python benchmarks/laptop_study.py --table                 # results/laptop_study.md
+    python studies/laptop/run.py --list                  # the runs and their commands
+    python studies/laptop/run.py short --jobs 2          # the ranking runs, two at a time
+    python studies/laptop/run.py long --jobs 2           # the shipped preset, two seeds
+    python studies/laptop/run.py ship                    # the recipe on all 30 slices
+    python studies/laptop/run.py --table                 # results.md (rows merged by run name)
 
 --jobs 2 runs two commands at once, one thread each (2 cores: 1.35x the throughput of one run
 on two threads); a run's minutes in the table are its own wall-clock time under that sharing.
 Finished runs (a final_metrics.json) are skipped, unfinished ones resume.
 """
-from study import cli, finished, write_table
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # studies/study.py
+from study import Study                                         # noqa: E402
+
+STUDY = Study(Path(__file__).resolve().parent)
 
 # short runs: the cpu preset with one change each, at the baseline's time budget
 SHORT_STEPS = 1000
@@ -41,14 +45,6 @@ SHORT_COST = {"adam-tile-572": 2.8, "adam-base-32": 3.0}
 NO_EMA = ["--ema", "0"]
 # long runs: the shipped --preset cpu (the short runs' winner, 18000 steps), two seeds
 LONG = {"preset-cpu-seed-0": ["--seed", "0"], "preset-cpu-seed-1": ["--seed", "1"]}
-# the long runs again with a moving average of the parameters (issue 20), which changes no
-# training step: val_plain validates the raw parameters, i.e. the long runs' own curves
-EMA = {f"preset-cpu-ema-seed-{s}": ["--seed", str(s), "--ema", "0.999", "--val-plain"]
-       for s in (0, 1)}
-# the same on half the schedule: what a 2-core session of three hours can finish beside the cells
-# study (0.67 s a step, two runs side by side, on the AMD machine); also the shipped model's run
-EMA["preset-cpu-ema-9000-seed-0"] = ["--seed", "0", "--ema", "0.999", "--val-plain",
-                                     "--steps", "9000"]
 # the shipped model (tinyunet/models/isbi2012.npz): the recipe on all 30 training slices, as the
 # paper trained its submission; slices 25-29 "validate" only to draw a curve (they train too)
 SHIP = {"isbi2012": ["--seed", "0", "--train-slices", "0-29", "--val-slices", "25-29",
@@ -65,9 +61,6 @@ def commands(group):
     if group in ("long", "all"):
         for name, extra in LONG.items():
             runs[f"long/{name}"] = extra + NO_EMA
-    if group in ("ema", "all"):
-        for name, extra in EMA.items():
-            runs[f"ema/{name}"] = extra
     if group == "ship":
         for name, extra in SHIP.items():
             runs[f"ship/{name}"] = extra
@@ -75,10 +68,9 @@ def commands(group):
 
 
 def table():
-    """The results of the finished runs, in the study's order, as a Markdown table (also
-    written to benchmarks/results/laptop_study.md)."""
+    """The finished runs' rows merged into results.md (by run name: no row is ever lost)."""
     rows = []
-    for name, extra, run, cfg, minutes, m in finished(commands("all")):
+    for name, extra, run, cfg, minutes, m in STUDY.finished(commands("all")):
         p, t = m["plain"], m["tta"]
         extra = extra[:-2] if extra[-2:] == NO_EMA else extra
         shown = [a for k, a in enumerate(extra) if a not in ("--steps", "--val-every")
@@ -91,9 +83,10 @@ def table():
                     f"{p['iou']:.3f} / {t['iou']:.3f} | "
                     f"{p['warping_error']:.5f} / {t['warping_error']:.5f} | "
                     f"{p['v_rand']:.3f} / {t['v_rand']:.3f} |")
-    write_table("laptop_study", "| run | settings (beyond `--data isbi --preset cpu`) | optimizer "
-                "| steps | minutes | best step | pixel error (plain / TTA) | Rand error | IoU | "
-                "warping error | V_rand |\n|---|---|---|---|---|---|---|---|---|---|---|", rows)
+    STUDY.write_table("results.md", "| run | settings (beyond `--data isbi --preset cpu`) | "
+                      "optimizer | steps | minutes | best step | pixel error (plain / TTA) | "
+                      "Rand error | IoU | warping error | V_rand |\n"
+                      "|---|---|---|---|---|---|---|---|---|---|---|", rows)
 
 
 def isbi_commands(group):
@@ -102,4 +95,4 @@ def isbi_commands(group):
 
 
 if __name__ == "__main__":
-    cli(__doc__, ("short", "long", "ema", "ship", "all"), isbi_commands, table)
+    STUDY.cli(__doc__, ("short", "long", "ship", "all"), isbi_commands, table)
