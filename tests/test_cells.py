@@ -183,6 +183,20 @@ def test_loading_a_challenge_set(tmp_path):
     assert default_split(9, [False] * 8 + [True]) == ([0, 1, 2, 3, 4, 5, 6, 8], [7])
 
 
+def test_one_of_the_slice_flags_makes_the_other_the_rest_of_the_data(tmp_path):
+    folder = write_set(tmp_path / "set", partial=(2,))          # 6 frames, frame 2 partial
+    record, _, _ = choose_data(str(folder), val_slices="3,4")     # never trained on
+    assert (record["train_slices"], record["val_slices"]) == ("0-2,5", "3-4")
+    record, _, _ = choose_data(str(folder), train_slices="0-1")   # the partial frame not scored
+    assert (record["train_slices"], record["val_slices"]) == ("0-1", "3-5")
+    record, _, _ = choose_data(str(folder), train_slices="0-4", val_slices="4")   # as given
+    assert (record["train_slices"], record["val_slices"]) == ("0-4", "4")
+    with pytest.raises(DataError, match="none is left to train on"):
+        choose_data(str(folder), val_slices="0-5")
+    with pytest.raises(DataError, match="no fully annotated slice"):
+        choose_data(str(folder), train_slices="0,1,3-5")
+
+
 @pytest.mark.parametrize("case, message", [
     ("no masks", "holds no reference segmentations"),
     ("no frame", "man_seg004.tif has no frame: .*t004.tif does not exist"),

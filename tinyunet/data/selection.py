@@ -10,7 +10,9 @@ A source is the built-in synthetic set ("synthetic", with its seed) or a folder:
 
 The frames ("slices") are numbered in the source's order (for a challenge set: by sequence and
 time). By default the last sixth of them (at least one) validates and the rest trains (ISBI:
-0-24 and 25-29); frames with partial annotations never validate by default. A run records its
+0-24 and 25-29); frames with partial annotations never validate by default. Give one of
+--train-slices and --val-slices and the other is the rest of the data, so that no slice is both
+trained on and validated on unless both flags say so. A run records its
 data (`choose_data`'s record: the source, the kind of labels, the slices, the synthetic set's
 seed, a fingerprint of the images and labels) in config.json, and a resumed run takes exactly
 that data: a source, slices or files that differ from the record are a DataError.
@@ -71,9 +73,10 @@ def choose_data(data=None, train_slices=None, val_slices=None, data_seed=None, r
             except DataError:
                 raise DataError(f"{source} now has {n} slices, fewer than the run's {flag[2:]} "
                                 f"{run[key]}: its data have changed") from None
-        elif chosen is None:
-            chosen = default_split(n, loaded.partial)[key == "val_slices"]
         picked[key] = chosen
+    if not run:
+        picked["train_slices"], picked["val_slices"] = complete_split(
+            picked["train_slices"], picked["val_slices"], n, loaded.partial)
     tr, va = picked["train_slices"], picked["val_slices"]
     train, val = (images[tr], labels[tr]), (images[va], labels[va])
     record = dict(source=source, labels=loaded.kind, train_slices=slice_spec(tr),
@@ -142,6 +145,25 @@ def default_split(n, partial=None):
     n_val = max(1, n // 6)
     val = full[-n_val:] if len(full) > n_val else [n - 1]
     return [i for i in range(n) if i not in val], val
+
+
+def complete_split(train, val, n, partial=None):
+    """(train, val) from the slices given (None: not given): neither given, the default split;
+    one given, the other is the rest of the data (a validation slice is never trained on; the
+    rest validates without the partially annotated slices); both given, as given."""
+    if train is None and val is None:
+        return default_split(n, partial)
+    if train is None:
+        train = [i for i in range(n) if i not in val]
+        if not train:
+            raise DataError(f"--val-slices takes every slice of the data ({n}): none is left to "
+                            f"train on; give --train-slices too")
+    elif val is None:
+        val = [i for i in range(n) if i not in train and not (partial and partial[i])]
+        if not val:
+            raise DataError(f"--train-slices leaves no fully annotated slice of the data's {n} "
+                            f"to validate on; give --val-slices too")
+    return train, val
 
 
 def parse_slices(spec, n, flag="--slices"):
