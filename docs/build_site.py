@@ -1,7 +1,7 @@
 """Build the tutorials as a site, and as notebooks.
 
     python docs/build_site.py                  # the site, strictly, into site/: open site/index.html
-    python docs/build_site.py --serve          # the same, served at http://127.0.0.1:8000, rebuilt on edits
+    python docs/build_site.py --serve          # the same, served at http://127.0.0.1:8000
     python docs/build_site.py --notebooks      # notebooks/NN-page.ipynb, executed (figures in notebooks/figures/)
     python docs/build_site.py --notebooks 02-pooling.md 06-gradient-checking.md
     python docs/build_site.py --examples       # rewrite docs/examples/*.md from the scripts' --help
@@ -9,9 +9,12 @@
 
 Every build first puts KaTeX into docs/assets/katex/ (git-ignored), fetched once from the npm
 registry with `npm pack` (Node's npm must be installed): the site loads no script, style or font
-from anywhere but itself. It then runs `zensical build --strict` on mkdocs.yml, never quietly,
-with the nav's pages that do not exist yet left out, and writes each tutorial as a notebook (not
-executed) into the site's notebooks/ folder, for download. tests/test_site.py runs the same
+from anywhere but itself. It then stages the pages into build/docs/, each ```python block
+followed by what it prints (docs/outputs/<page>.json, kept current by tests/test_docs.py) and each
+figure the page's code makes by a line that says when it was made, and runs `zensical build
+--strict` on them (mkdocs.yml, never quietly, with the nav's pages that do not exist yet left
+out); it writes each tutorial as a notebook (not executed) into the site's notebooks/ folder,
+for download. tests/test_site.py runs the same
 build into a temporary folder and checks the HTML, and opens three pages in Chromium.
 """
 import argparse
@@ -34,6 +37,7 @@ KATEX = "katex@0.16"                                  # the npm package spec: th
 KATEX_DIR = DOCS / "assets" / "katex"
 KATEX_CACHE = ROOT / "build" / "katex"                # the npm tarball, kept between builds
 NOTEBOOKS = ROOT / "notebooks"
+STAGED = ROOT / "build" / "docs"                      # the pages with their outputs, built from
 EXAMPLES = {                                          # script -> (its command module, related pages)
     "train_isbi": ("train", ["09-training.md", "13-laptop.md"]),
     "predict": ("predict", ["10-overlap-tile.md", "12-volumes.md"]),
@@ -121,13 +125,60 @@ def existing_nav(nav):
     return kept
 
 
+def staged_page(page):
+    """The Markdown of a tutorial page as the site shows it: each ```python block followed by a
+    block of what it prints (titled "output"), and each figure its code makes
+    (savefig("figures/x.png")) followed by a line that says it did and when."""
+    import re
+
+    run_docs = _run_docs()
+    text = Path(page).read_text()
+    kept = run_docs.read_outputs(page)
+    if kept is None:
+        return text
+    outputs = iter(kept["outputs"])
+
+    def with_output(m):
+        out = next(outputs, "")
+        if not out.strip():
+            return m.group(0)
+        return m.group(0) + '\n\n```text title="output"\n' + out.rstrip("\n") + "\n```"
+    text = run_docs.FENCE.sub(with_output, text)
+    made = set(re.findall(r"savefig\(\s*[\"']figures/([\w.-]+\.png)", text))
+    note = (f"\n\n*Made by the code above (`python docs/run_docs.py {Path(page).name}`), on "
+            f"{kept['made']}.*")
+    return re.sub(r"^!\[[^\]]*\]\(figures/([\w.-]+\.png)\)$",
+                  lambda m: m.group(0) + (note if m.group(1) in made else ""), text, flags=re.M)
+
+
+@functools.lru_cache(maxsize=None)
+def _run_docs():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("run_docs", DOCS / "run_docs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def stage():
+    """build/docs/: a copy of docs/ with the tutorial pages as staged_page writes them."""
+    if STAGED.exists():
+        shutil.rmtree(STAGED)
+    shutil.copytree(DOCS, STAGED, ignore=shutil.ignore_patterns("__pycache__", "*.py", "outputs"))
+    for page in tutorial_pages():
+        (STAGED / page.name).write_text(staged_page(page))
+    return STAGED
+
+
 def write_config(site_dir):
-    """A copy of mkdocs.yml with site_dir set and the missing pages left out of the nav, at the
-    repository root (relative paths keep their meaning); the caller removes it."""
+    """A copy of mkdocs.yml with site_dir set, the staged pages as its docs_dir and the missing
+    pages left out of the nav, at the repository root (relative paths keep their meaning); the
+    caller removes it."""
     import yaml
     config = load_config()
     config["nav"] = existing_nav(config["nav"])
     config["site_dir"] = str(Path(site_dir).resolve())
+    config["docs_dir"] = str(stage().relative_to(ROOT))
     handle, path = tempfile.mkstemp(prefix=".mkdocs-build-", suffix=".yml", dir=ROOT)
     with os.fdopen(handle, "w") as f:
         f.write("# written by docs/build_site.py from mkdocs.yml; removed after the build\n")
@@ -312,7 +363,8 @@ def write_examples():
 
 # ---------------------------------------------------------------------------------- a browser
 
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+# Debian's chromium and chromium-driver, found on PATH (shutil.which: "" where they are missing)
+CHROMIUM, CHROMEDRIVER = (shutil.which(exe) or "" for exe in ("chromium", "chromedriver"))
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                  "--no-first-run", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--disable-dev-shm-usage", "--hide-scrollbars",
@@ -356,9 +408,9 @@ def browse(site_dir, pages, screenshot_dir=None, wait=10.0):
     import time
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
-    for exe in (CHROMIUM, CHROMEDRIVER):
-        if not Path(exe).exists():
-            raise BuildError(f"{exe} is missing: apt-get install -y chromium chromium-driver")
+    for name, exe in (("chromium", CHROMIUM), ("chromedriver", CHROMEDRIVER)):
+        if not exe:
+            raise BuildError(f"{name} is not on PATH: apt-get install -y chromium chromium-driver")
     os.environ.setdefault("SE_OFFLINE", "true")        # Selenium Manager: download nothing
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM

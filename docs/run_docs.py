@@ -1,10 +1,13 @@
 """Run the ```python blocks of the tutorial pages, in order, one namespace per page.
 
     python docs/run_docs.py              # all pages, from docs/: (re)writes docs/figures/*.png
-    python docs/run_docs.py 01-convolution.md
+    python docs/run_docs.py 01-convolution.md     # and docs/outputs/<page>.json
 
 The test suite (tests/test_docs.py) runs the same function in a temporary folder, so every code
-block in docs/ is executed on every CI run.
+block in docs/ is executed on every CI run. What each block prints is kept in
+docs/outputs/<page>.json, which the site shows beneath the block (docs/build_site.py); the test
+fails when a page prints other than its file says (numbers to 1e-3: other CPUs round the last
+digits otherwise), so that a page's shown output is never stale.
 
 A block that shows an error is fenced as ```python title="raises ValueError" (the site renders
 it as a code block titled "raises ValueError"): it must raise that exception, or the page fails.
@@ -13,6 +16,10 @@ Its last line may be a comment with the message the reader will see,
 for any text. The error is printed, as Python would. The old marker ```python raises=ValueError
 is refused: Python-Markdown does not read it as a code fence, and the page renders broken.
 """
+import contextlib
+import datetime
+import io
+import json
 import os
 import re
 import sys
@@ -20,6 +27,7 @@ from collections import namedtuple
 from pathlib import Path
 
 DOCS = Path(__file__).resolve().parent
+OUTPUTS = DOCS / "outputs"
 FENCE = re.compile(r"^```python([^\n]*)\n(.*?)^```", re.S | re.M)
 RAISES = re.compile(r'^\s*title="raises ([A-Za-z_][\w.]*)"\s*$')   # the info string after python
 
@@ -70,7 +78,8 @@ def run_block(block, namespace, where):
 
 
 def run_page(page, workdir):
-    """Execute the blocks of `page` with `workdir` as the current folder (figures/ made there)."""
+    """Execute the blocks of `page` with `workdir` as the current folder (figures/ made there);
+    returns what each block printed (a list of strings, one per block), having printed it."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -78,12 +87,59 @@ def run_page(page, workdir):
     Path(workdir, "figures").mkdir(parents=True, exist_ok=True)
     os.chdir(workdir)
     namespace = {"__name__": "__docs__"}
+    printed = []
     try:
         for block in code_blocks(page):
-            run_block(block, namespace, f"{Path(page).name}:{block.line}")
+            out = io.StringIO()
+            try:
+                with contextlib.redirect_stdout(out):
+                    run_block(block, namespace, f"{Path(page).name}:{block.line}")
+            finally:
+                printed.append(out.getvalue())
+                sys.stdout.write(out.getvalue())
     finally:
         plt.close("all")
         os.chdir(old)
+    return printed
+
+
+def outputs_file(page):
+    return OUTPUTS / f"{Path(page).stem}.json"
+
+
+def shared_data():
+    """The shared data sets this machine has ("ctc", "isbi2012"): pages that read them print
+    other numbers where they fall back to the built-in synthetic set."""
+    from tinyunet.data.images import shared_data_dir
+    return [name for name in ("ctc", "isbi2012") if shared_data_dir(name).exists()]
+
+
+def write_outputs(page, printed):
+    """docs/outputs/<page>.json: what each block printed, the day it was run, and the shared
+    data sets that were there."""
+    OUTPUTS.mkdir(exist_ok=True)
+    outputs_file(page).write_text(json.dumps(dict(
+        page=Path(page).name, made=datetime.date.today().isoformat(), shared_data=shared_data(),
+        outputs=printed), indent=1) + "\n")
+
+
+def read_outputs(page):
+    """The page's kept outputs: {"page", "made", "shared_data", "outputs"}, or None."""
+    path = outputs_file(page)
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+NUMBER = re.compile(r"[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?")
+
+
+def same_output(a, b, rtol=1e-3, atol=1e-6):
+    """Whether two printed texts say the same: the same words, and the same numbers to rtol."""
+    if NUMBER.split(a) != NUMBER.split(b):
+        return False
+    x, y = NUMBER.findall(a), NUMBER.findall(b)
+    return len(x) == len(y) and all(
+        u == v or abs(float(u) - float(v)) <= atol + rtol * max(abs(float(u)), abs(float(v)))
+        for u, v in zip(x, y))
 
 
 if __name__ == "__main__":
@@ -91,4 +147,6 @@ if __name__ == "__main__":
     pages = [DOCS / p for p in sys.argv[1:]] or sorted(DOCS.glob("*.md"))
     for page in pages:
         print(f"running {page.name}")
-        run_page(page, DOCS)
+        printed = run_page(page, DOCS)
+        if printed:
+            write_outputs(page, printed)

@@ -23,10 +23,29 @@ NEEDS = {"12-volumes.md": ("dask", "zarr")}
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
-def test_docs_page_runs(page, tmp_path):
+def test_docs_page_runs_and_prints_what_its_page_shows(page, tmp_path):
+    """Every block runs; what each prints is what docs/outputs/<page>.json keeps (the site shows
+    it beneath the block), numbers to 1e-3."""
     for module in NEEDS.get(page.name, ()):
         pytest.importorskip(module, reason=f"{page.name} needs the 'volume' extra")
-    run_docs.run_page(page, tmp_path)
+    printed = run_docs.run_page(page, tmp_path)
+    kept = run_docs.read_outputs(page)
+    stale = f"docs/outputs/{page.stem}.json is stale: run python docs/run_docs.py {page.name}"
+    assert kept is not None and len(kept["outputs"]) == len(printed), stale
+    here = run_docs.shared_data()
+    for k, (got, want) in enumerate(zip(printed, kept["outputs"])):
+        if not run_docs.same_output(got, want) and kept.get("shared_data") != here:
+            pytest.skip(f"docs/outputs/{page.stem}.json was made with the shared data "
+                        f"{kept.get('shared_data')}, this machine has {here}: the page ran (on "
+                        f"the synthetic fallback), its outputs were not compared")
+        assert run_docs.same_output(got, want), f"{stale} (block {k + 1}: {got!r} != {want!r})"
+
+
+def test_outputs_compare_words_exactly_and_numbers_to_a_tolerance():
+    assert run_docs.same_output("loss 0.693147, 3 cells\n", "loss 0.6931472, 3 cells\n")
+    assert not run_docs.same_output("loss 0.69\n", "loss 0.71\n")
+    assert not run_docs.same_output("3 cells\n", "3 cell\n")
+    assert not run_docs.same_output("(1, 2)", "(1, 2, 3)")
 
 
 def test_index_links_every_page():
