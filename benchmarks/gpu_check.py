@@ -3,7 +3,7 @@
     python benchmarks/gpu_check.py                     # all sections -> benchmarks/results/gpu_check.json
     python benchmarks/gpu_check.py --sections parity host_sync --out /tmp/check.json
 
-Prepared on a CPU (issue 19) so that a lent GPU spends its minutes measuring; under 8 minutes on
+Prepared on a CPU so that a GPU's minutes go to measuring; under 8 minutes on
 one H100 or H200 from a cold start. Each section writes its part of one JSON file; one that fails
 is recorded and the others still run.
 
@@ -42,7 +42,7 @@ from timing import median_time                              # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ("tests", "parity", "host_sync", "resume", "speed")
 SPIN_S = 2.0
-# the issue's targets (issue 23): tinyunet / PyTorch
+# the GPU route's targets: tinyunet / PyTorch
 TARGETS = {"step_ratio": 1.5, "memory_ratio": 1.5, "slice_ms": 30.0}
 
 

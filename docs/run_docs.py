@@ -110,8 +110,10 @@ def outputs_file(page):
 def shared_data():
     """The shared data sets this machine has ("ctc", "isbi2012"): pages that read them print
     other numbers where they fall back to the built-in synthetic set."""
-    from tinyunet.data.images import shared_data_dir
-    return [name for name in ("ctc", "isbi2012") if shared_data_dir(name).exists()]
+    from tinyunet.data.ctc import default_ctc_dir
+    from tinyunet.data.isbi import default_isbi_dir
+    return [name for name, where in (("ctc", default_ctc_dir()), ("isbi2012", default_isbi_dir()))
+            if where.exists()]
 
 
 def write_outputs(page, printed):
@@ -130,16 +132,23 @@ def read_outputs(page):
 
 
 NUMBER = re.compile(r"[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?")
+INTEGER = re.compile(r"[-+]?\d+")
 
 
 def same_output(a, b, rtol=1e-3, atol=1e-6):
-    """Whether two printed texts say the same: the same words, and the same numbers to rtol."""
+    """Whether two printed texts say the same: the same words and whole numbers (counts, sizes,
+    steps), and the same other numbers to rtol."""
     if NUMBER.split(a) != NUMBER.split(b):
         return False
     x, y = NUMBER.findall(a), NUMBER.findall(b)
-    return len(x) == len(y) and all(
-        u == v or abs(float(u) - float(v)) <= atol + rtol * max(abs(float(u)), abs(float(v)))
-        for u, v in zip(x, y))
+
+    def same(u, v):
+        if u == v:
+            return True
+        if INTEGER.fullmatch(u) and INTEGER.fullmatch(v):
+            return False
+        return abs(float(u) - float(v)) <= atol + rtol * max(abs(float(u)), abs(float(v)))
+    return len(x) == len(y) and all(same(u, v) for u, v in zip(x, y))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ its own row and adds a new one; the rows of runs that are not on this machine st
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -24,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from tinyunet.data.ctc import default_ctc_dir
+from tinyunet.files import atomic_write
 from tinyunet.rundir import run_minutes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,18 +34,33 @@ CTC_DIR = default_ctc_dir()                             # the cell tracking chal
 KEPT = ("config.json", "log.jsonl", "final_metrics.json")
 
 
+RULE = re.compile(r"^\|[\s:|-]+\|$")                        # a table's |---|---| line
+
+
 def merge_rows(text, head, rows, key_columns=(0,)):
     """A Markdown table: `head` (its header and rule lines), then the rows of `text` (an earlier
-    table, or "") with each row of `rows` in place of the one with the same key (its first
-    column, the run's name, or the columns `key_columns`), new keys appended in the order
-    given."""
+    table, or ""; whatever comes before its rule line is its header, not rows) with each row of
+    `rows` in place of the one with the same key (its first column, the run's name, or the
+    columns `key_columns`), new keys appended in the order given. Of rows with one key, the
+    last given wins; an earlier table's rows are all kept but for those a new row replaces."""
     def key(line):
         cells = [c.strip() for c in line.split("|")[1:-1]]
         return tuple(cells[k] for k in key_columns)
-    old = [ln for ln in text.splitlines()[2:] if ln.startswith("|")]
-    new = {key(r): r for r in rows}
-    merged = [new.pop(key(r), r) for r in old]
-    merged += [r for r in rows if key(r) in new]
+    lines = text.splitlines()
+    rule = next((i for i, ln in enumerate(lines) if RULE.match(ln.strip())), -1)
+    old = [ln for ln in lines[rule + 1:] if ln.startswith("|")]
+    new = {}
+    for r in rows:
+        new[key(r)] = r
+    merged, placed = [], set()
+    for r in old:
+        k = key(r)
+        if k not in new:
+            merged.append(r)
+        elif k not in placed:
+            merged.append(new[k])
+            placed.add(k)
+    merged += [r for k, r in new.items() if k not in placed]
     return head + "\n" + "\n".join(merged) + "\n"
 
 
@@ -119,7 +136,7 @@ class Study:
         name, or by `key_columns`; never losing a row), print it and return its path."""
         path = self.home / filename
         text = merge_rows(path.read_text() if path.exists() else "", head, rows, key_columns)
-        path.write_text(text)
+        atomic_write(path, lambda f: f.write(text.encode()))   # a crash leaves the old table
         print(text)
         return path
 

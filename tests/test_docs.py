@@ -46,6 +46,7 @@ def test_outputs_compare_words_exactly_and_numbers_to_a_tolerance():
     assert not run_docs.same_output("loss 0.69\n", "loss 0.71\n")
     assert not run_docs.same_output("3 cells\n", "3 cell\n")
     assert not run_docs.same_output("(1, 2)", "(1, 2, 3)")
+    assert not run_docs.same_output("step 18000\n", "step 18017\n")     # whole numbers exactly
 
 
 def test_index_links_every_page():

@@ -110,14 +110,14 @@ def test_a_bioimageio_export_to_a_zip_name_writes_a_zip_the_zoo_test_passes(chec
     from bioimageio.core import test_model
 
     from tinyunet.commands.export import main
-    out = tmp_path / "pkg.zip"
+    out = tmp_path / "new" / "pkg.zip"                   # into a folder that is not there yet
     code, text, err = run_example(main, [checkpoint, "--format", "bioimageio", "--out", out],
                                   capsys)
     assert code == 0 and f"bioimageio test {out}" in text, err
     assert out.is_file() and zipfile.is_zipfile(out)
     with zipfile.ZipFile(out) as z:
         assert {"rdf.yaml", "model.onnx", "test_input.npy"} <= set(z.namelist())
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["pkg.zip", "run"]   # nothing left over
+    assert [p.name for p in out.parent.iterdir()] == ["pkg.zip"]        # nothing left over
     assert test_model(str(out)).status == "passed"
 
 

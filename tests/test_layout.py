@@ -1,7 +1,9 @@
 """The tree shows the architecture: no import cycles among tinyunet's modules (module-level and
 deferred imports alike), the ops and kernels import nothing of the pipeline, inference nothing of
-training, and the README's layout table names every module and folder."""
+training, CONTRIBUTING.md's layout table names every module and folder, and CI runs the
+README's test command."""
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -105,26 +107,28 @@ def test_imports_go_one_way():
             # the ops and kernels know the backend and their own kind, nothing of the pipeline
             allowed = ("tinyunet.backend", "tinyunet.ops", "tinyunet.kernels")
             assert all(d.startswith(allowed) for d in deps), (name, deps)
-        if name in ("tinyunet.infer", "tinyunet.volume", "tinyunet.metrics"):
+        if name.startswith(("tinyunet.infer", "tinyunet.volume", "tinyunet.metrics")):
             assert not deps & {"tinyunet.train", "tinyunet.optim", "tinyunet.config",
                                "tinyunet.commands"}, (name, deps)
+    # the console command (__main__) runs the commands; nothing else imports them
     assert not any(d.startswith("tinyunet.commands") for n, ds in graph.items()
-                   if not n.startswith("tinyunet.commands") for d in ds)
+                   if not n.startswith(("tinyunet.commands", "tinyunet.__main__")) for d in ds)
 
 
-def test_the_readme_layout_table_names_every_module_and_folder():
-    readme = (ROOT / "README.md").read_text()
-    table = readme[readme.index("## Layout"):readme.index("## Measured")]
+def test_the_layout_table_names_every_module_and_folder():
+    text = (ROOT / "CONTRIBUTING.md").read_text()
+    table = text[text.index("| path | what |"):text.index("## A new op")]
     for f in sorted((ROOT / "tinyunet").rglob("*.py")) + sorted((ROOT / "kernels").glob("*.py")):
         if f.stem == "__init__":
             continue
         folder = f.parent.relative_to(ROOT).as_posix()
         assert f"`{f.name}`" in table or f"`{folder}/{f.name}`" in table or \
-            f"`{f.stem}`" in table, f"{f.relative_to(ROOT)} is not in the README's layout table"
+            f"`{f.stem}`" in table, f"{f.relative_to(ROOT)} is not in CONTRIBUTING.md's layout table"
     packages = sorted(p.parent.relative_to(ROOT).as_posix() + "/"
                       for p in (ROOT / "tinyunet").rglob("__init__.py"))
     for folder in [p for p in packages if p != "tinyunet/"] + ["kernels/", "examples/",
-                                                               "benchmarks/", "docs/", "tests/"]:
+                                                               "benchmarks/", "studies/", "docs/",
+                                                               "tests/"]:
         assert f"`{folder}`" in table, folder
 
 
@@ -148,3 +152,16 @@ def test_an_example_shows_its_commands_title_and_usage(example, command):
         return ast.get_docstring(ast.parse((ROOT / path).read_text()), clean=False)
     paragraphs = doc(f"tinyunet/commands/{command}.py").split("\n\n")[:2]
     assert doc(f"examples/{example}.py").split("\n\n")[:2] == paragraphs
+
+
+def test_ci_runs_the_readmes_test_command_and_the_readme_is_a_front_door():
+    """The README's set-up is two commands (the main job; the tests), and .ci/run runs the
+    second exactly as written; the README speaks of the code, not of the project's history."""
+    readme = (ROOT / "README.md").read_text()
+    setup = readme[readme.index("## Set-up"):readme.index("## Segment")]
+    commands = re.findall(r"```bash\n(.*?)\n```", setup, re.S)
+    assert commands == ['pip install -e . && python examples/train_isbi.py',
+                        'pip install -e ".[dev]" && python -m pytest -q']
+    assert commands[1] in (ROOT / ".ci" / "run").read_text().splitlines()
+    assert not re.search(r"\bissue \d+|\bsession\b|\blent\b", readme, re.I)
+    assert len(readme.splitlines()) < 200

@@ -59,5 +59,6 @@ def test_best_step_is_the_first_minimum_after_training():
     seg = lambda step, v: dict(step=step, val=dict(seg=v, f1=0.5))   # noqa: E731
     assert best_step([seg(5, 0.6), seg(10, float("nan")), seg(15, 0.7), seg(20, 0.7)],
                      "instances") == 15
+    assert best_step([seg(5, float("nan")), seg(10, float("nan"))], "instances") is None
     assert best_score(dict(seg=float("nan")), "instances") == float("inf")
     assert best_score(dict(rand_error=0.25), "membranes") == 0.25

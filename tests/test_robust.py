@@ -1,4 +1,4 @@
-"""Runs that survive real data and real machines (issue 24): unexpected images, a full disk, two
+"""Runs that survive real data and real machines: unexpected images, a full disk, two
 processes on one run; and tests that pin down what a round of mutation testing found unpinned
 (each was checked by putting the bug in by hand and seeing the test fail)."""
 import json

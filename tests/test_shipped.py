@@ -1,4 +1,4 @@
-"""The models that ship with tinyunet (issue 20): checkpoint.ship writes the averaged parameters
+"""The models that ship with tinyunet: checkpoint.ship writes the averaged parameters
 in float32 with their provenance and nothing to resume from; the shipped ISBI model loads by
 name, says how it was made, scores the validation slices it never trained on exactly as its
 provenance says, and runs through predict.py --model."""
@@ -60,8 +60,22 @@ def test_the_ship_command_ships_a_finished_run_with_its_provenance(tmp_path, cap
     model, meta = load_model(tmp_path / "models" / "tiny-model.npz")
     assert meta["provenance"] == prov and meta["optimizer"] is None
     assert "exists: --overwrite" in error_line(command.main, argv, capsys)
+    (tmp_path / "models" / "tiny-model.npz").unlink()                # its card alone is kept too
+    assert "tiny-model.json exists: --overwrite" in error_line(command.main, argv, capsys)
     assert "letters, digits" in error_line(command.main, [tmp_path / "run", "--name", "a/b"],
                                            capsys)
+    assert "no such run directory" in error_line(command.main, [tmp_path / "nowhere", "--name",
+                                                                "m"], capsys)
+
+
+def test_a_model_shipped_into_the_models_folder_is_found_by_name(tmp_path):
+    """What predict --model NAME and export offer: isbi2012 and every model shipped there."""
+    from tinyunet.checkpoint import shipped_models
+    (tmp_path / "my-model.npz").write_bytes(b"")
+    (tmp_path / "my-model.json").write_text("{}")
+    assert shipped_models(tmp_path) == {"isbi2012": tmp_path / "isbi2012.npz",
+                                        "my-model": tmp_path / "my-model.npz"}
+    assert set(SHIPPED) == set(shipped_models())
 
 
 def test_an_unknown_or_missing_model_is_a_clear_error(tmp_path, monkeypatch):

@@ -25,6 +25,14 @@ def test_a_table_merges_rows_by_run_name_and_never_loses_one():
     assert two.splitlines()[2:] == ["| r | 1 | f1 |", "| r | 9 | f2 |"]
 
 
+def test_a_merge_keeps_a_tables_title_out_of_its_rows_and_one_row_per_new_key():
+    old = "Runs of the study\n\n" + HEAD + "\n| a | 1 |\n| a | 1b |\n| b | 2 |\n"
+    text = study.merge_rows(old, HEAD, ["| a | 10 |", "| c | 3 |", "| c | 30 |"])
+    assert text == HEAD + "\n| a | 10 |\n| b | 2 |\n| c | 30 |\n"     # the last of c given
+    bare = "| a | 1 |\n| b | 2 |\n"                                     # no header: all rows
+    assert study.merge_rows(bare, HEAD, []) == HEAD + "\n" + bare
+
+
 def test_write_table_keeps_the_rows_of_runs_that_are_not_here(tmp_path):
     s = study.Study(tmp_path)
     (tmp_path / "results.md").write_text(HEAD + "\n| long/seed-0 | 0.04 |\n")

@@ -131,9 +131,17 @@ def model_from_checkpoint(path, device=None, average=True):
     return model.to(device), meta
 
 
-# the trained models that ship with tinyunet (tinyunet/models/): name -> file
-MODELS = Path(__file__).resolve().parent / "models"
-SHIPPED = {"isbi2012": MODELS / "isbi2012.npz"}
+MODELS = Path(__file__).resolve().parent / "models"       # the models predict --model finds
+
+
+def shipped_models(folder=MODELS):
+    """{name: file} of the models in `folder`: isbi2012 (which ships with tinyunet) and every
+    model that `tinyunet ship` wrote there."""
+    return {"isbi2012": folder / "isbi2012.npz",
+            **{p.stem: p for p in sorted(folder.glob("*.npz"))}}
+
+
+SHIPPED = shipped_models()
 
 
 def load_model(name_or_path, device=None):

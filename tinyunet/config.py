@@ -3,12 +3,14 @@ schedule, and what a resumed run may change.
 
 The presets are the network, tile and recipe for a machine:
     tiny    TrainConfig's defaults: base 8, depth 3, tile 148, SGD lr 0.004, 400 steps (the
-            built-in synthetic set, seconds on a CPU)
-    cpu     the laptop study's winner (docs/13-laptop.md): base 16, depth 4, tile 380, Adam
-            lr 5e-4, 18000 steps (about 75 minutes alone on 2 cores), averaged weights (EMA 0.999)
+            built-in synthetic set, about a minute on a CPU)
+    cpu     the laptop study's winner (studies/laptop/): base 16, depth 4, tile 380, Adam
+            lr 5e-4, 18000 steps (96.6 minutes alone on 2 cores, measured by
+            benchmarks/bench_wallclock.py), averaged weights (EMA 0.999)
     paper   the paper's network and tile: base 64, depth 4, tile 572, SGD with momentum 0.99
     cells   touching cells from instance masks (docs/15-cells.md): the cpu network and optimizer,
-            10000 steps, averaged weights, separation borders of 2 px
+            10000 steps (60.7 minutes alone on 2 cores on DIC-HeLa, measured by
+            benchmarks/bench_wallclock.py), averaged weights, separation borders of 2 px
 """
 import dataclasses
 import math
@@ -21,7 +23,7 @@ LR_SCHEDULES = ("constant", "cosine", "step")
 
 PRESETS = {
     "paper": dict(base_channels=64, depth=4, tile=572, lr=0.001, steps=20000),
-    # the averaged weights (ema) from issue 20's study: benchmarks/ema_figures.py, docs/16
+    # the averaged weights (ema): studies/averaged-weights/
     "cpu": dict(base_channels=16, depth=4, tile=380, optimizer="adam", lr=0.0005, steps=18000,
                 val_every=500, ema=0.999),
     "tiny": dict(),                                 # TrainConfig's defaults
@@ -45,9 +47,11 @@ def best_score(val, labels):
 
 def best_step(log, labels):
     """The step of a run's best.npz from its log.jsonl records: the first best validation after
-    a training step (a run also logs a validation at step 0, never the best)."""
+    a training step (a run also logs a validation at step 0, never the best); None where there
+    is none, or none with a score (the run then writes no best.npz)."""
     va = [r for r in log if "val" in r and r["step"] > 0]
-    return min(va, key=lambda r: best_score(r["val"], labels))["step"] if va else None
+    best = min(va, key=lambda r: best_score(r["val"], labels)) if va else None
+    return best["step"] if best and best_score(best["val"], labels) < math.inf else None
 
 # settings a resumed run may change (a longer run, other validations); the others are fixed
 RESUMABLE = ("steps", "val_every", "val_tta", "val_plain")

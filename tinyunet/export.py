@@ -185,7 +185,8 @@ def export(checkpoint, fmt, out, name=None, url=None):
     formats = ["onnx"] + (["torchscript"] if importlib.util.find_spec("torch") else [])
     if out.suffix.lower() == ".zip":
         import tempfile
-        with tempfile.TemporaryDirectory(dir=out.parent if out.parent.exists() else None) as tmp:
+        out.parent.mkdir(parents=True, exist_ok=True)          # as the folder form makes its own
+        with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
             folder, worst = export(checkpoint, fmt, Path(tmp) / "package", name, url)
             _zip(folder, out)
         return out, worst

@@ -1,6 +1,6 @@
 """Training a U-Net the paper's way: SGD with momentum 0.99, one large tile per step, the weighted
 loss, elastic deformation; validation with the ISBI metrics; runs that resume exactly.
-(The "cpu" preset uses Adam instead: docs/13-laptop.md measures why.) The settings are
+(The "cpu" preset uses Adam instead: studies/laptop/ measures why.) The settings are
 config.TrainConfig; the checkpoint format is checkpoint.py.
 
 A run lives in a folder (the run directory, rundir.new_run_dir; its lock, signals and the

@@ -1,8 +1,8 @@
 """Ship a finished run's last checkpoint as a model: a small file that predict --model NAME,
 export and checkpoint.load_model read by name, with its provenance beside it.
 
-    tinyunet ship runs/<run> --name my-model                   # into tinyunet/models/
-    tinyunet ship runs/<run> --name my-model --out models/     # or any folder
+    tinyunet ship runs/<run> --name my-model                   # into tinyunet/models/: by name
+    tinyunet ship runs/<run> --name my-model --out models/     # any folder: by its path
     tinyunet ship runs/study/ema/<name>/<run> --name isbi2012 --overwrite
 
 Writes NAME.npz (the run's last parameters, averaged where the run kept an average, in float32,
@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ..checkpoint import MODELS, load_checkpoint, ship
 from ..errors import UserError
+from ..files import atomic_write
 from ..rundir import read_run, run_minutes
 from .cli import ArgumentParser, at_least
 
@@ -48,6 +49,7 @@ def provenance(run, threads=None):
     except (ValueError, OSError):
         pass
     d = cfg.get("data") or {}
+    minutes = round(run_minutes(run), 1)
     return {
         "command": command,
         "commit": commit,
@@ -55,7 +57,8 @@ def provenance(run, threads=None):
         "data": {"set": Path(d.get("source") or "?").name, "train_slices": d.get("train_slices"),
                  "val_slices": d.get("val_slices"), "fingerprint": d.get("fingerprint")},
         "steps": cfg["steps"], "seed": cfg["seed"], "ema": cfg.get("ema"),
-        "minutes": round(run_minutes(run)), **({"threads": threads} if threads else {}),
+        "minutes": minutes if minutes == minutes else None,       # NaN: the log has no times
+        **({"threads": threads} if threads else {}),
         "shipped": "the last checkpoint (averaged parameters where the run kept an average), "
                    "chosen on nothing",
         "scores_last": {"step": final["last"]["step"], **scores(final["last"])},
@@ -70,7 +73,8 @@ def build_parser():
     ap.add_argument("--name", required=True, help="the model's name (letters, digits, - _)")
     ap.add_argument("--out", type=Path, default=MODELS,
                     help="the folder to write NAME.npz and NAME.json into (default: "
-                         "tinyunet/models, where predict --model finds them)")
+                         "tinyunet/models, where predict --model NAME finds them; elsewhere, "
+                         "give predict the file's path)")
     ap.add_argument("--threads", type=at_least(1), help="the threads the run trained with, for "
                     "the provenance (a run's files do not record them)")
     ap.add_argument("--overwrite", action="store_true", help="replace a model of that name")
@@ -83,16 +87,21 @@ def main(argv=None):
     run = args.run
     if not args.name.replace("-", "").replace("_", "").isalnum():
         raise UserError(f"--name {args.name!r}: use letters, digits, - and _ only")
+    try:
+        read_run(run)
+    except ValueError as e:
+        raise UserError(str(e)) from None
     if not (run / "final_metrics.json").exists():
         raise UserError(f"{run} is not a finished run (no final_metrics.json: it is written "
                         f"when training ends)")
-    out = args.out / f"{args.name}.npz"
-    if out.exists() and not args.overwrite:
-        raise UserError(f"{out} exists: --overwrite replaces it")
+    out, card = args.out / f"{args.name}.npz", args.out / f"{args.name}.json"
+    there = [p for p in (out, card) if p.exists()]
+    if there and not args.overwrite:
+        raise UserError(f"{there[0]} exists: --overwrite replaces it")
     args.out.mkdir(parents=True, exist_ok=True)
     prov = provenance(run, args.threads)
     ship(run / "latest.npz", out, prov)
-    (args.out / f"{args.name}.json").write_text(json.dumps(prov, indent=1) + "\n")
+    atomic_write(card, lambda f: f.write((json.dumps(prov, indent=1) + "\n").encode()))
     meta, _, _ = load_checkpoint(out)
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, step {meta['step']}) and "
           f"{args.name}.json")

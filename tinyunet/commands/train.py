@@ -67,7 +67,7 @@ def build_parser():
                     help="loss weights: the paper's weight map (default), class-balanced, none")
     ap.add_argument("--no-elastic", action="store_true", help="no elastic deformation")
     study = ap.add_argument_group("the recipe, beyond the preset (the laptop study, "
-                                  "docs/13-laptop.md); fixed for a run once it has started")
+                                  "studies/laptop/); fixed for a run once it has started")
     study.add_argument("--tile", type=at_least(1), help="input tile size (see check_input_size)")
     study.add_argument("--base-channels", type=at_least(1), help="channels of the first level")
     study.add_argument("--depth", type=at_least(1), help="number of 2x2 poolings")
