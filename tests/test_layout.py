@@ -165,3 +165,5 @@ def test_ci_runs_the_readmes_test_command_and_the_readme_is_a_front_door():
     assert commands[1] in (ROOT / ".ci" / "run").read_text().splitlines()
     assert not re.search(r"\bissue \d+|\bsession\b|\blent\b", readme, re.I)
     assert len(readme.splitlines()) < 200
+    assert not re.search(r"(?<![`\w])[A-Z][A-Z0-9]+_[A-Z0-9_]+(?![`\w])", readme), \
+        "a placeholder is left in the README"                    # names in code spans are fine
