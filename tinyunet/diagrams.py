@@ -14,7 +14,7 @@ from collections import namedtuple
 
 import numpy as np
 
-from .model import check_input_size, layers, walk
+from .model import check_input_size, is_skip, layers, walk
 from .plots import instance_colours
 
 # name: the layer (or "input"); op: what made the map from the previous one; level: 0 at the top
@@ -117,7 +117,7 @@ def draw_unet(model, size=572, figsize=(15, 7.5)):
         ax.text(x - 0.03, yc - h / 2, f"{m.size}²", ha="right", va="bottom", fontsize=6.5,
                 rotation=90)
         boxes.append((m, x, w))
-        if m.name.startswith("down") and m.name.endswith("conv2"):
+        if is_skip(m.name):
             skip_box[m.level] = boxes[-1]
         x += w
 

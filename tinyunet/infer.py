@@ -19,7 +19,8 @@ import math
 import numpy as np
 
 from . import backend
-from .model import check_input_size, layers, margin, output_size, valid_input_sizes, walk
+from .model import (check_input_size, is_skip, layers, margin, output_size, valid_input_sizes,
+                    walk)
 
 # The 8 symmetries of the square (test-time augmentation), each as (transpose, flip y, flip x),
 # applied as flips first, then the transpose: the rotations by k * 90 degrees, each unflipped
@@ -178,7 +179,7 @@ def forward_memory(config, tile, batch=1):
         if layer.op == "conv3x3":               # a 3x3 valid conv + ReLU on an s_in x s_in map
             cols.append(9 * layer.c_in * s ** 2)
             held.append(layer.c_in * s_in ** 2 + 2 * layer.c_out * s ** 2)
-            if layer.name.startswith("down") and layer.name.endswith("conv2"):
+            if is_skip(layer.name):
                 skips.append(layer.c_out * s ** 2)
         elif layer.op == "crop_and_concat":     # the upsampled map and the concatenation
             held.append(2 * layer.c_in * s ** 2 + 2 * layer.c_in * s ** 2)

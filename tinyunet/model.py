@@ -58,6 +58,12 @@ def layers(in_channels=1, n_classes=2, base_channels=64, depth=4):
     return net
 
 
+def is_skip(name):
+    """Whether the layer named `name` makes a skip map: the last 3x3 conv of a level of the
+    contracting path, whose output that level's crop_and_concat reads."""
+    return name.startswith("down") and name.endswith("conv2")
+
+
 def walk(h, depth=4):
     """[(Layer, size in, size out)] of a U-Net of `depth` (the channels of base 1) for an h x h
     input, or None if h does not fit: a 3x3 conv loses 2 px, a pool needs an even size, an
@@ -69,7 +75,7 @@ def walk(h, depth=4):
             s -= 2
             if s < 1:
                 return None
-            if layer.name.startswith("down") and layer.name.endswith("conv2"):
+            if is_skip(layer.name):
                 skips[layer.level] = s
         elif layer.op == "max_pool":
             if s < 2 or s % 2:
@@ -126,8 +132,7 @@ def crop_margins(depth=4):
     """Px the centre crop takes from each side of the skip map at each level i (0 at the top):
     the same for every valid input size (88, 40, 16, 4 for depth 4, top level first)."""
     steps = walk(next_valid_size(1, depth), depth)
-    skips = {layer.level: out for layer, _, out in steps
-             if layer.name.startswith("down") and layer.name.endswith("conv2")}
+    skips = {layer.level: out for layer, _, out in steps if is_skip(layer.name)}
     crops = [0] * depth
     for layer, size, _ in steps:
         if layer.op == "crop_and_concat":
