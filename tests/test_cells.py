@@ -263,3 +263,115 @@ def test_a_cell_at_the_image_border_keeps_its_edge():
     inst = np.zeros((10, 10), np.int32)
     inst[:, :5] = 70000                               # ids beyond uint16, touching the border
     assert not separation_border(inst, 2).any()
+
+
+def test_a_silver_cell_covered_by_less_than_half_is_unannotated(tmp_path):
+    """A silver-truth cell that the reference covers by at most half is marked -1, not only an
+    untouched one; one covered by more than half is annotated."""
+    silver = np.zeros((20, 20), np.int32)
+    silver[5:15, 5:15] = 7                            # one 10x10 silver cell: 100 px
+    for cols, covered, marked in [(4, 40, True), (5, 50, True), (6, 60, False)]:
+        ref = np.zeros_like(silver)
+        ref[5:15, 5:5 + cols] = 1                     # the annotator drew `covered` px of it
+        out = mark_unannotated(ref, silver, margin=0)
+        # 40 or 50 of 100 px: not more than half, so the rest of the cell is unannotated
+        assert (out[silver == 7] == -1).sum() == (100 - covered if marked else 0), covered
+        assert (out[ref == 1] == 1).all()             # never over the reference cell
+    # load_ctc: a frame whose reference draws a third of one cell is partial
+    folder = write_set(tmp_path / "set", frames=(0, 1))
+    path = folder / "01_GT" / "SEG" / "man_seg001.tif"
+    ref = tifffile.imread(path)
+    _, cols = np.nonzero(ref == 302)                  # a 14 x 16 cell
+    ref[(ref == 302) & (np.arange(64)[None, :] >= cols.min() + 5)] = 0   # 5 of its 16 columns
+    tifffile.imwrite(path, ref)
+    _, inst, _, partial = load_ctc(folder)
+    assert partial == [False, True] and (inst[1][ref == 302] == 302).all()
+
+
+def test_the_default_split_never_validates_on_a_partial_frame():
+    """By default the last sixth of the fully annotated frames validates, never a partial one,
+    even when few frames are fully annotated."""
+    # 12 frames, 2 validate: the last two full ones (9 and 11 are partial)
+    partial = [False] * 12
+    partial[9] = partial[11] = True
+    assert default_split(12, partial) == ([0, 1, 2, 3, 4, 5, 6, 7, 9, 11], [8, 10])
+    # 2 frames, the last partial: the first validates, the partial one trains
+    assert default_split(2, [False, True]) == ([1], [0])
+    # 12 frames, 2 would validate but only frames 0 and 1 are full: one of them validates
+    assert default_split(12, [False, False] + [True] * 10) == ([0] + list(range(2, 12)), [1])
+    for n in range(2, 14):                            # every k+1-th frame partial
+        for k in range(1, n):
+            partial = [i % (k + 1) == k for i in range(n)]
+            train, val = default_split(n, partial)
+            assert not any(partial[i] for i in val) and sorted(train + val) == list(range(n))
+    assert default_split(3, [True] * 3) == ([0, 1], [2])   # none full: the last validates
+
+
+def test_seg_leaves_out_predicted_pixels_in_unannotated_regions():
+    """Predicted pixels where the reference is -1 (unannotated) count nowhere: not in a cell's
+    union, not as a predicted cell."""
+    ref = np.zeros((20, 30), np.int32)
+    ref[5:15, 0:10] = 1                               # a 10x10 reference cell
+    ref[:, 10:30] = -1                                # the rest of the frame: unannotated
+    pred = np.zeros_like(ref)
+    pred[5:15, 0:20] = 4                              # cell 1 and 100 px of unannotated frame
+    pred[2:8, 22:28] = 5                              # a cell entirely in the unannotated part
+    res = metrics.seg(pred, ref)
+    # scored: S = 100 px (the 100 unannotated px dropped), |R n S| = |R u S| = 100: IoU 1
+    # (counting them: 100 / 200 = 0.5, no match at IoU > 0.5); cell 5 is not predicted at all
+    assert res["seg"] == 1.0 and res["predicted"] == 1 and res["tp"] == 1
+    assert res["ap50"] == 1.0 and res["f1"] == 1.0
+    assert metrics.merged_and_split_cells(pred, ref)[0]["merges"] == 0
+
+
+def squares(ids, size=10, gap=2):
+    """A (1, 12, W) frame of size x size squares in a row, `gap` px apart, with these ids."""
+    frame = np.zeros((1, size + 2, len(ids) * (size + gap)), np.int32)
+    for k, i in enumerate(ids):
+        frame[0, 1:1 + size, k * (size + gap):k * (size + gap) + size] = i
+    return frame
+
+
+def test_ap50_counts_missed_and_false_cells():
+    """ap50 = TP / (TP + FP + FN): a missed reference cell lowers it as a false cell does."""
+    ref = squares([1, 2, 3, 4])
+    missed = np.where(np.isin(ref, [1, 2]), ref, 0)   # two of four cells found exactly
+    res = metrics.seg(missed, ref)
+    # TP 2, FP 0, FN 2: ap50 2 / 4, F1 4 / 6, precision 1, recall 1/2
+    assert (res["tp"], res["predicted"], res["reference"]) == (2, 2, 4)
+    assert res["ap50"] == pytest.approx(0.5) and res["f1"] == pytest.approx(2 / 3)
+    assert res["precision"] == 1.0 and res["recall"] == 0.5
+    extra = missed.copy()
+    extra[0, 0, :] = 9                                # and a false cell along the top row
+    res = metrics.seg(extra, ref)
+    # TP 2, FP 1, FN 2: ap50 2 / 5, F1 4 / 7
+    assert res["ap50"] == pytest.approx(2 / 5) and res["f1"] == pytest.approx(4 / 7)
+
+
+def test_a_cell_merges_reference_cells_only_when_it_covers_more_than_half_of_each():
+    """A predicted cell merges two reference cells only when it covers more than half of
+    each: 60 of 100 px merges, 50 or 40 does not."""
+    ref = np.zeros((1, 12, 24), np.int32)
+    ref[0, 1:11, 1:11], ref[0, 1:11, 13:23] = 1, 2    # two 10x10 cells, 2 px apart
+    for cols, merged in [(6, [1, 2]), (5, []), (4, [])]:
+        pred = np.zeros_like(ref)
+        pred[0, 1:11, 1:13 + cols] = 1                # all of cell 1 and `cols` columns of 2
+        ms = metrics.merged_and_split_cells(pred, ref)[0]
+        assert ms["merged"] == merged and ms["merges"] == len(merged), cols
+
+
+def test_instance_data_without_a_preset_train_with_the_cells_preset(tmp_path):
+    """A new run on instance labels without --preset takes the cells preset (membranes: cpu,
+    the synthetic set: tiny); --preset still wins."""
+    for labels, source, preset in [("instances", str(tmp_path), "cells"),
+                                   ("membranes", str(tmp_path), "cpu"),
+                                   ("membranes", "synthetic", "tiny")]:
+        data = dict(source=source, labels=labels)
+        cfg = train_cmd.make_config(train_cmd.build_parser().parse_args([]), None, "cpu", data)
+        assert (cfg.preset, cfg.labels) == (preset, labels)
+    cells = train_cmd.make_config(train_cmd.build_parser().parse_args([]), None, "cpu",
+                                  dict(source=str(tmp_path), labels="instances"))
+    assert (cells.border, cells.min_cell) == (2, 100)   # the cells preset's own settings
+    given = train_cmd.make_config(train_cmd.build_parser().parse_args(["--preset", "tiny"]),
+                                  None, "cpu", dict(source=str(tmp_path), labels="instances"))
+    assert given.preset == "tiny" and given.labels == "instances"

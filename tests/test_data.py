@@ -3,8 +3,10 @@ import numpy as np
 import pytest
 import tifffile
 
-from tinyunet.data import (DataError, DataNotFoundError, labels_to_classes, load_isbi,
-                           load_pairs, load_stack, synthetic_em)
+from tinyunet.data import (DataError, DataNotFoundError, grey_range, labels_to_classes,
+                           load_isbi, load_pairs, load_stack, normalisation, normalise,
+                           synthetic_em)
+from tinyunet.data.images import check_image
 from tinyunet.errors import DataWarning
 
 
@@ -105,3 +107,47 @@ def test_folder_errors_name_the_folder_or_file(tmp_path):
     with pytest.raises(DataError, match=r"1_label.tif: label values must be 0 .* found also"
                                         r" \[127\]"):
         load_pairs(tmp_path)
+
+
+@pytest.mark.parametrize("bad", [[np.inf, np.inf], [-np.inf, -np.inf], [np.inf, -np.inf],
+                                 [np.nan, np.inf]])
+def test_infinite_pixels_are_refused_as_nan_ones_are(tmp_path, bad):
+    """+inf and -inf pixels are a DataError that counts them, as NaN pixels are, in an array
+    and in a file."""
+    img = np.zeros((3, 4), np.float32)
+    img[0, 1], img[2, 3] = bad                          # 2 of the 12 pixels
+    with pytest.raises(DataError, match=r"^here: 2 of 12 pixels are NaN or infinite: an image "
+                                        r"must hold finite grey values"):
+        check_image(img, "here")
+    tifffile.imwrite(tmp_path / "inf.tif", img)
+    with pytest.raises(DataError, match=r"inf\.tif: 2 of 12 pixels are NaN or infinite"):
+        load_stack(tmp_path / "inf.tif")
+
+
+# one brightness in four grey types: the fractions 0, 0.2, 0.8, 1 of the type's range
+# (8-bit / 255, 16-bit / 65535, floats / 1: taken as they are)
+FRACTIONS = {np.uint8: [0, 51, 204, 255], np.uint16: [0, 13107, 52428, 65535],
+             np.float32: [0, 0.2, 0.8, 1], np.float64: [0, 0.2, 0.8, 1]}
+
+
+@pytest.mark.parametrize("dtype", list(FRACTIONS))
+def test_grey_values_are_divided_by_the_types_range_then_normalised(dtype):
+    """normalisation is the (mean, std) of x / range and normalise is (x / range - mean) / std,
+    float32, where range is 255 for 8-bit, 65535 for 16-bit and 1 for float images."""
+    assert grey_range(dtype) == {np.uint8: 255, np.uint16: 65535}.get(dtype, 1)
+    img = np.array(FRACTIONS[dtype], dtype).reshape(1, 2, 2)
+    mean, std = normalisation(img)
+    # x / range = 0, 0.2, 0.8, 1: mean 0.5, deviations +-0.5, +-0.3, std sqrt((.25 + .09) / 2)
+    assert mean == pytest.approx(0.5, abs=1e-7) and std == pytest.approx(0.17 ** 0.5, abs=1e-7)
+    x = normalise(img, 0.5, 0.2)                         # (0.2 - 0.5) / 0.2 = -1.5, ...
+    assert x.dtype == np.float32
+    np.testing.assert_allclose(x.ravel(), [-2.5, -1.5, 1.5, 2.5], rtol=0, atol=1e-6)
+
+
+def test_float_images_are_taken_as_they_are_not_rescaled_by_their_own_values():
+    """A float image is divided by 1, whatever its values: 0, 2, 8, 10 have mean 5 and std
+    sqrt(17), and normalise(., 5, 2) gives -2.5, -1.5, 1.5, 2.5."""
+    img = np.array([[[0, 2], [8, 10]]], np.float32)
+    mean, std = normalisation(img)
+    assert mean == pytest.approx(5) and std == pytest.approx(17 ** 0.5)
+    np.testing.assert_allclose(normalise(img, 5, 2).ravel(), [-2.5, -1.5, 1.5, 2.5], atol=1e-6)

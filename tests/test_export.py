@@ -2,19 +2,24 @@
 forward pass at several valid sizes and a batch of 2; a bioimage.io package passes the model
 zoo's own test, and fails it with a wrong output size or with weights that differ; the console
 command."""
+import importlib.util
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
+from tinyunet import backend, export
 from tinyunet.checkpoint import save_checkpoint
+from tinyunet.model import valid_input_sizes
 from tinyunet.optim import SGD
 
 from .conftest import run_example, small_model
 
-onnx = pytest.importorskip("onnx", reason="the 'export' extra: pip install 'tinyunet[export]'")
-pytest.importorskip("onnxruntime")
-from tinyunet import export  # noqa: E402
+# ONNX and the model zoo need the 'export' extra; the TorchScript test needs only torch
+needs_onnx = pytest.mark.skipif(
+    not all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime")),
+    reason="the 'export' extra: pip install 'tinyunet[export]'")
 
 
 def trained_like(depth=2, base=4, seed=1):
@@ -22,8 +27,10 @@ def trained_like(depth=2, base=4, seed=1):
     return small_model(depth, base, seed, biases=True)
 
 
+@needs_onnx
 @pytest.mark.parametrize("depth", [1, 2, 4])
 def test_onnx_equals_tinyunet(tmp_path, depth):
+    import onnx
     model = trained_like(depth=depth, base=2 if depth == 4 else 4)
     path = export.to_onnx(model, tmp_path / "m.onnx")
     proto = onnx.load(str(path))
@@ -35,6 +42,7 @@ def test_onnx_equals_tinyunet(tmp_path, depth):
     assert export.check_export(model, export.onnx_runner(path)) <= 1e-5
 
 
+@needs_onnx
 def test_a_wrong_export_fails_the_check(tmp_path):
     model = trained_like()
     path = export.to_onnx(model, tmp_path / "m.onnx")
@@ -42,16 +50,39 @@ def test_a_wrong_export_fails_the_check(tmp_path):
     assert export.check_export(other, export.onnx_runner(path)) > 1e-3
 
 
-def test_torchscript_equals_tinyunet(tmp_path):
-    pytest.importorskip("torch", reason="TorchScript needs the 'torch' extra")
-    model = trained_like()
+@pytest.mark.parametrize("depth", [1, 2])
+def test_torchscript_equals_tinyunet(tmp_path, depth):
+    """The saved TorchScript module, loaded back with torch.jit.load, computes tinyunet's
+    forward: the softmax of tinyunet's float32 logits at every pixel, class and batch item, at
+    the traced size and at other (non-square) valid sizes, to float32 rounding."""
+    torch = pytest.importorskip("torch", reason="TorchScript needs the 'torch' extra")
+    model = trained_like(depth=depth)
     path = export.to_torchscript(model, tmp_path / "m.pt")
+    net = torch.jit.load(str(path))
+    assert isinstance(net, torch.jit.ScriptModule)
+    rng = np.random.default_rng(0)
+    a, b, c = valid_input_sizes(depth)[:3]                 # a: the size it was traced on
+    for h, w in [(a, a), (b, c), (c, a)]:
+        x = rng.standard_normal((2, 1, h, w)).astype(np.float32)
+        with torch.no_grad():
+            p = net(torch.from_numpy(x)).numpy()
+        logits = backend.to_numpy(model.forward(x)).astype(np.float64)
+        log_p = logits - logits.max(1, keepdims=True)
+        log_p -= np.log(np.exp(log_p).sum(1, keepdims=True))
+        assert p.shape == logits.shape and p.dtype == np.float32
+        assert log_p.std(axis=(2, 3)).min() > 0.01        # outputs that vary across the image
+        np.testing.assert_allclose(p, np.exp(log_p), rtol=0, atol=5e-6)
+        np.testing.assert_allclose(np.log(p), log_p, rtol=0, atol=2e-5)
+    # and the library's own check, against the float64 forward pass
     assert export.check_export(model, export.torchscript_runner(path)) <= 1e-5
 
 
 @pytest.fixture(params=["uint8", "uint16"])
 def checkpoint(tmp_path, request):
-    """A checkpoint of a model trained on 8-bit (or 16-bit) images."""
+    """A checkpoint of a model trained on 8-bit (or 16-bit) images (the tests that take it
+    export ONNX)."""
+    pytest.importorskip("onnx", reason="the 'export' extra: pip install 'tinyunet[export]'")
+    pytest.importorskip("onnxruntime")
     model = trained_like(depth=2, base=4)
     path = tmp_path / "run" / "best.npz"
     path.parent.mkdir()
@@ -133,6 +164,7 @@ def test_the_console_command():
                                               "0 (see --help)\n")
 
 
+@needs_onnx
 def test_the_shipped_model_exports_by_name_and_passes_the_zoo_test(tmp_path, capsys):
     import yaml
 

@@ -1,7 +1,8 @@
 """The GPU route without a GPU: the CuPy defects found by reading the code, and a stand-in for
 CuPy (tests/fake_cupy.py) that records every host synchronisation. A full training step records
-nothing; inference of a slice copies back one class map per tile and nothing else; a checkpoint
-saves and resumes on the "GPU"; a GPU model pickles and moves back to the CPU."""
+nothing and the losses are read back only at the logged steps; dropout draws never alias;
+inference of a slice copies back one class map per tile and nothing else; a checkpoint saves and
+resumes on the "GPU"; a GPU model pickles and moves back to the CPU."""
 import json
 import pickle
 
@@ -29,8 +30,13 @@ def gpu(monkeypatch):
     import tinyunet.kernels as kernels_pkg
     from tinyunet.kernels import conv_relu, elastic, pool, thinning, warping, weight_map
     for mod in (conv_relu, elastic, pool, thinning, warping, weight_map):
-        for name, obj in list(vars(mod).items()):
-            if isinstance(obj, numba.core.registry.CPUDispatcher):
+        kernels = {n: k for n, k in vars(mod).items()
+                   if isinstance(k, numba.core.registry.CPUDispatcher)}
+        # a kernel that another kernel calls stays as it is: Numba reads it from the module
+        # when it compiles the caller, and a Python wrapper there would not compile
+        called = {n for k in kernels.values() for n in k.py_func.__code__.co_names}
+        for name, obj in kernels.items():
+            if name not in called:
                 monkeypatch.setattr(mod, name, _watched(obj, f"{mod.__name__}.{name}"))
     assert kernels_pkg
     fake_cupy.EVENTS.clear()
@@ -104,6 +110,31 @@ def test_a_training_step_never_waits_for_the_device(gpu, data, tmp_path, monkeyp
                       float(np.mean([float(v) for v in losses[4:]]))]
 
 
+def test_the_loss_is_read_back_only_every_log_every_steps(gpu, data, tmp_path, monkeypatch):
+    """The GPU route reads the losses back to the host only at a logged step (every log_every
+    steps and the last), never at the steps between."""
+    n, k = 7, 3
+    t = gpu_trainer(tmp_path, data, steps=n, log_every=k)
+    reads = {}                        # step -> the host reads of that step (training and log)
+    train_and_log = t._train_and_log
+
+    def watched():
+        fake_cupy.EVENTS.clear()
+        train_and_log()
+        reads[t.step] = [e for e in fake_cupy.EVENTS if e[0] in ("scalar", "to_host")]
+        fake_cupy.EVENTS.clear()
+
+    monkeypatch.setattr(t, "_train_and_log", watched)
+    t.run()
+    logged = [s for s in range(1, n + 1) if s % k == 0 or s == n]          # 3, 6, 7
+    assert sorted(reads) == list(range(1, n + 1))
+    assert [s for s in reads if reads[s]] == logged, reads
+    assert all(e[0] == "scalar" for s in logged for e in reads[s])
+    # no more reads than the losses of the window (one each, or fewer if read back together)
+    assert all(len(reads[s]) <= s - p for s, p in zip(logged, [0] + logged[:-1]))
+    assert [r["step"] for r in t.read_log() if "loss" in r] == logged
+
+
 def test_inference_copies_one_class_map_per_tile_and_nothing_else(gpu):
     model = UNet(base_channels=2, depth=2, seed=0, device="gpu")
     image = np.random.default_rng(0).standard_normal((70, 90)).astype(np.float32)
@@ -163,6 +194,33 @@ def test_a_gpu_model_moves_back_pickles_and_keeps_its_dropout_draws(gpu):
     model.to("cpu")
     assert model.device == "cpu" and isinstance(model.params["out.weight"], np.ndarray)
     assert type(model.params["out.weight"]) is np.ndarray
+
+
+def _stream(seed, draws, n=8, xp=np):
+    rng = backend.CounterRNG()
+    rng.state = {"seed": seed, "draws": draws}
+    return tuple(backend.to_numpy(rng.random((n,), xp=xp)).tolist())
+
+
+def test_dropout_seeds_and_draws_never_alias(gpu):
+    """Each (seed, draw) of the dropout generator is its own stream: (s, k + 1) is not
+    (s + 1, k), nor any other pair of a grid of seeds and draws, on the CPU and the GPU."""
+    from tinyunet.ops import dropout
+    grid = [(s, k) for s in range(5) for k in range(5)]
+    streams = {sk: _stream(*sk) for sk in grid}
+    assert len(set(streams.values())) == len(grid)
+    for s in range(4):
+        for k in range(4):
+            assert _stream(s, k + 1) != _stream(s + 1, k)
+            assert _stream(s, k + 1, xp=gpu) == streams[s, k + 1]       # the same on the GPU
+    # and so the masks dropout draws: the model's generator at (s, k + 1) and at (s + 1, k)
+    x = np.ones((1, 4, 8, 8), np.float32)
+    masks = []
+    for state in ({"seed": 1, "draws": 1}, {"seed": 2, "draws": 0}):
+        rng = backend.CounterRNG()
+        rng.state = state
+        masks.append(dropout.forward(x, 0.5, rng)[1])
+    assert not np.array_equal(*masks)
 
 
 def test_optimizer_and_average_follow_the_model_to_the_gpu(gpu):

@@ -191,3 +191,27 @@ def test_unreachable_scheduler_is_one_line(run, capsys):
                        tmp / "d"], capsys)
     assert "cannot reach the dask scheduler at tcp://127.0.0.1:9" in line
     assert not (tmp / "d").exists()
+
+
+@pytest.mark.parametrize("run_config, flag, sizes", [
+    (dict(min_cell=10), [], [16, 36]),        # the run's min_cell 10: the 3x3 speck dropped
+    (dict(min_cell=20), [], [36]),            # 20: the 4x4 cell too
+    (dict(), [], [9, 16, 36]),                # no min_cell recorded: every cell kept
+    (dict(min_cell=20), ["--min-cell", "0"], [9, 16, 36]),    # the flag wins
+])
+def test_instances_drop_the_cells_smaller_than_the_runs_min_cell(tmp_path, capsys, monkeypatch,
+                                                                 run_config, flag, sizes):
+    """predict --instances drops the cells smaller than the run's min_cell, as validation does
+    (label_cells with the run's min_cell), unless --min-cell says otherwise."""
+    ckpt, _ = write_checkpoint(tmp_path / "run" / "best.npz", mean=MEAN, std=STD,
+                               train_config=dict(tile=60, labels="instances", border=1,
+                                                 **run_config))
+    prob = np.zeros((30, 40), np.float32)
+    prob[2:5, 2:5] = prob[10:14, 10:14] = prob[20:26, 30:36] = 0.9   # cells of 9, 16 and 36 px
+    monkeypatch.setattr(predict, "predict_tiled", lambda model, img, **kw: prob)
+    tifffile.imwrite(tmp_path / "frame.tif", np.zeros((30, 40), np.uint8))
+    code, _, err = cli([ckpt, tmp_path / "frame.tif", "--instances", "--out", tmp_path / "out",
+                        *flag], capsys)
+    assert code == 0, err
+    cells = tifffile.imread(tmp_path / "out" / "frame_labels.tif")
+    assert sorted(np.bincount(cells.ravel())[1:].tolist()) == sizes

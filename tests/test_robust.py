@@ -1,10 +1,14 @@
 """Runs that survive real data and real machines: unexpected images, a full disk, two
 processes on one run; and tests that pin down what a round of mutation testing found unpinned
 (each was checked by putting the bug in by hand and seeing the test fail)."""
+import contextlib
 import json
 import os
+import re
+import signal
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -104,6 +108,25 @@ def test_the_checkpoint_records_what_the_model_was_trained_on(tmp_path):
     assert meta["image_dtype"] == "uint8"
 
 
+@pytest.mark.parametrize("dtype, scale", [(np.uint16, 257), (np.float32, 1 / 255)],
+                         ids=["uint16", "float32"])
+def test_a_run_normalises_16_bit_and_float_images_by_the_types_range(tmp_path, dtype, scale):
+    """A run's mean and std are those of x / range (65535 for 16-bit, 1 for float images) and
+    it trains and validates on (x / range - mean) / std: the 8-bit run's numbers, rescaled."""
+    images, labels = synthetic_em(n=3, size=48, cell_size=16, seed=1)
+    grey = (images * np.float64(scale)).astype(dtype)   # 8-bit v -> 257 v or v / 255
+    rng = {np.uint16: 65535, np.float32: 1}[dtype]
+    x = grey.astype(np.float64) / rng                   # == images / 255, to float32 rounding
+    t = conftest.small_trainer(tmp_path / "r", data=((grey[:2], labels[:2]),
+                                                      (grey[2:], labels[2:])))
+    t.lock.close()
+    assert t.mean == pytest.approx(x[:2].mean(), abs=1e-9)
+    assert t.std == pytest.approx(x[:2].std(), abs=1e-9)
+    assert t.mean == pytest.approx((images[:2] / 255).mean(), abs=1e-6)
+    np.testing.assert_allclose(t.val_x, (x[2:] - t.mean) / t.std, atol=1e-5)
+    np.testing.assert_allclose(t.sampler.images, (x[:2] - t.mean) / t.std, atol=1e-5)
+
+
 # ---- signals and faults ----------------------------------------------------------------------
 def small_trainer(run_dir, steps=4, **kw):
     return conftest.small_trainer(run_dir, steps=steps, val_every=2, warmup=1, lr=0.004, **kw)
@@ -124,6 +147,120 @@ def test_two_trainers_on_one_run_cannot_both_train(tmp_path, capsys, monkeypatch
                         str(tmp_path / "held"), "--steps", "4"], capture_output=True, text=True)
     assert p.returncode == 2 and "is being trained by process" in p.stderr, p.stderr
     holder.lock.close()
+
+
+def test_a_run_gives_the_signal_handlers_back(tmp_path):
+    """After a run, finished, stopped or failed, SIGINT, SIGTERM and SIGHUP have the handlers
+    they had before it: a later Ctrl-C reaches them."""
+    from tinyunet.rundir import STOP_SIGNALS, Stopped
+    caught = []
+
+    def sentinel(signum, frame):
+        caught.append(signum)
+
+    def fail(trainer):
+        raise RuntimeError("the callback failed")
+
+    def interrupt(trainer):
+        raise KeyboardInterrupt
+
+    before = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+    try:
+        for s in STOP_SIGNALS:
+            signal.signal(s, sentinel)
+        for name, callback, error in [("done", None, None), ("failed", fail, RuntimeError),
+                                      ("stopped", interrupt, Stopped)]:
+            t = conftest.small_trainer(tmp_path / name, steps=1, val_every=1, warmup=1)
+            t.callback = callback
+            with pytest.raises(error) if error else contextlib.nullcontext():
+                t.run()
+            assert {s: signal.getsignal(s) for s in STOP_SIGNALS} == dict.fromkeys(
+                STOP_SIGNALS, sentinel), name
+        os.kill(os.getpid(), signal.SIGINT)             # Ctrl-C, after the runs
+        assert caught == [signal.SIGINT]
+    finally:
+        for s, h in before.items():
+            signal.signal(s, h)
+
+
+def test_the_lock_file_names_only_the_process_that_holds_it(tmp_path):
+    """.lock holds "process PID (since TIME)" of its holder and nothing else: a stale lock of
+    a dead process is replaced, not appended to, and a refused second Trainer leaves it as it
+    is."""
+    from tinyunet.rundir import RunLock
+    run = tmp_path / "run"
+    run.mkdir()
+    dead = subprocess.run([os.sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    stale = f"process {dead} (since 2000-01-01 00:00:00) and a longer line than the new one\n"
+    (run / ".lock").write_text(stale)
+    holder = rf"process {os.getpid()} \(since \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d\)"
+    lock = RunLock(run)
+    content = (run / ".lock").read_text()
+    assert re.fullmatch(holder, content), content
+    with pytest.raises(UserError, match=rf"being trained by {holder}: two processes"):
+        RunLock(run)
+    assert (run / ".lock").read_text() == content
+    lock.close()
+    again = RunLock(run)                                # the next holder: its own line only
+    assert re.fullmatch(holder, (run / ".lock").read_text())
+    again.close()
+
+
+def test_progress_lines_in_a_log_file_come_once_per_interval(tmp_path, capsys, monkeypatch):
+    """Plain progress lines come when line_seconds have passed since the last line (and at the
+    last step), not at every step once the first interval has passed: with a clock that
+    advances 1 s a step and line_seconds 3, a 9-step run writes the lines of steps 4, 7, 9."""
+    from tinyunet import train
+    clock = [0.0]
+    monkeypatch.setattr(train, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    monkeypatch.setattr(Trainer, "line_seconds", 3.0)
+
+    def tick(trainer):
+        clock[0] += 1.0                                 # step s is logged at time s - 1
+
+    t = conftest.small_trainer(tmp_path / "run", steps=9, val_every=100, warmup=1)
+    t.progress, t.callback = True, tick                 # stderr is captured: not a terminal
+    t.run()
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("step ")]
+    assert [line.split(":")[0] for line in lines] == ["step 4/9", "step 7/9", "step 9/9"]
+
+
+@pytest.mark.parametrize("name, step", [("config.json", 0), ("curves.png", 2),
+                                        ("final_metrics.json", 4)])
+def test_a_failed_write_of_a_runs_file_says_resume_continues_and_it_does(tmp_path, monkeypatch,
+                                                                         name, step):
+    """A failed write of config.json, curves.png or final_metrics.json says that the last
+    checkpoint, of its step, is intact and that --resume continues; the checkpoint loads and
+    the run resumed from it (its settings read as --resume reads them) ends and writes the
+    file."""
+    from tinyunet import files
+    from tinyunet.checkpoint import model_from_checkpoint
+    from tinyunet.rundir import read_run
+    from tinyunet.train import final_report
+    write, writes = files.atomic_write, []
+
+    def full_disk(path, writer):                        # the write of `name` at `step` fails
+        writes.append(Path(path).name)
+        if Path(path).name == name and writes.count(name) == (2 if name == "curves.png" else 1):
+            raise OSError(28, "No space left on device")
+        return write(path, writer)
+    monkeypatch.setattr(files, "atomic_write", full_disk)
+    run, data = tmp_path / "run", conftest.small_data()
+    with pytest.raises(UserError, match=rf"could not write .*{re.escape(name)} \(No space left "
+                                        rf"on device\): the previous latest\.npz of step {step} "
+                                        rf"is intact \(free some space, then --resume\)"):
+        t = small_trainer(run)                          # validations at steps 0, 2, 4
+        t.run()
+        final_report(t, "cpu")
+    assert checkpoint_meta(run / "latest.npz")["step"] == step
+    model_from_checkpoint(run / "latest.npz")
+    cfg = TrainConfig.resumed(read_run(run), {})        # what --resume RUN reads
+    resumed = Trainer(cfg, *data, run, resume=True, progress=False)
+    assert resumed.step == step
+    resumed.run()
+    final_report(resumed, "cpu")
+    assert resumed.step == 4 and (run / name).exists()
 
 
 def _tmpfs(folder, size):

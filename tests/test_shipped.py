@@ -127,3 +127,55 @@ def test_predict_with_the_shipped_model_writes_into_the_working_folder(tmp_path,
     prob = tifffile.imread(tmp_path / "predictions" / "em_prob.tif")
     assert prob.squeeze().shape == (200, 200) and 0 <= prob.min() and prob.max() <= 1
     assert (tmp_path / "predictions" / "em_overlay.png").exists()
+
+
+def test_a_shipped_model_keeps_its_runs_data_border_and_min_cell(tmp_path, capsys, monkeypatch):
+    """A shipped model keeps its run's data source, border and min_cell for export and predict."""
+    import tifffile
+    from tinyunet import export
+    from tinyunet.checkpoint import trained_on
+    from tinyunet.commands import predict
+    from tinyunet.commands import ship as command
+    from tinyunet.instances import label_cells
+    from tinyunet.train import Trainer, final_report
+
+    from .conftest import run_example, small_config
+    # touching squares as cells: instance labels (ids 1-4), bright cells on a dark ground
+    rng = np.random.default_rng(0)
+    labels = np.zeros((3, 48, 48), np.int32)
+    for k, (r, c) in enumerate([(4, 4), (4, 20), (26, 12), (28, 30)]):
+        labels[:, r:r + 14, c:c + 15] = k + 1
+    images = np.clip(60 + 120 * (labels > 0) + rng.normal(0, 10, labels.shape), 0, 255)
+    images = images.astype(np.uint8)
+    source = "/data/ctc/DIC-C2DH-HeLa"                  # as data.selection records a folder
+    cfg = small_config(steps=2, val_every=2, labels="instances", border=1, min_cell=7, ema=0.5,
+                       data=dict(source=source, labels="instances"))
+    trainer = Trainer(cfg, (images[:2], labels[:2]), (images[2:], labels[2:]), tmp_path / "run",
+                      progress=False)
+    trainer.run()
+    final_report(trainer, "cpu")
+    code, _, err = run_example(command.main, [tmp_path / "run", "--name", "cells", "--out",
+                                              tmp_path / "models"], capsys)
+    assert code == 0, err
+    shipped = tmp_path / "models" / "cells.npz"          # no config.json beside it
+    card = json.loads(shipped.with_suffix(".json").read_text())
+    assert card["data"]["set"] == "DIC-C2DH-HeLa"
+    _, meta = load_model(shipped)
+    recipe = meta["train_config"]
+    assert (recipe["labels"], recipe["border"], recipe["min_cell"]) == ("instances", 1, 7)
+    # export reads the data source from the shipped file alone
+    assert trained_on(meta, shipped) == source
+    assert export.known_training_data(meta)["name"] == "Cell Tracking Challenge"
+    # predict --instances labels the cells with the run's border and min_cell
+    calls = []
+
+    def spy(prob, threshold, grow, min_pixels):
+        calls.append((threshold, grow, min_pixels))
+        return label_cells(prob, threshold, grow, min_pixels)
+    monkeypatch.setattr(predict, "label_cells", spy)
+    tifffile.imwrite(tmp_path / "frame.tif", images[2])
+    code, _, err = run_example(predict.main, [shipped, tmp_path / "frame.tif", "--instances",
+                                              "--out", tmp_path / "pred"], capsys)
+    assert code == 0, err
+    assert calls == [(0.5, 1, 7)]
+    assert tifffile.imread(tmp_path / "pred" / "frame_labels.tif").shape == (48, 48)

@@ -243,20 +243,6 @@ def test_ema_changes_no_training_step_is_validated_saved_and_resumed_exactly(dat
         np.testing.assert_array_equal(resumed.model.params[k], full.model.params[k])
 
 
-def test_final_report_scores_the_best_and_the_last_checkpoint(data, tmp_path):
-    from tinyunet.train import final_report
-    t = Trainer(small_cfg(ema=0.9), *data, tmp_path / "run", progress=False)
-    t.run()
-    final = final_report(t, "cpu")
-    best, _ = model_from_checkpoint(tmp_path / "run" / "best.npz")
-    last, _ = model_from_checkpoint(tmp_path / "run" / "latest.npz")
-    assert final["last"]["step"] == 6 and final["step"] in (3, 6)
-    assert final["tta"] == t.validate(tta=True, topology=True, model=best)
-    assert final["last"]["plain"] == t.validate(tta=False, topology=True, model=last)
-    assert json.loads((tmp_path / "run" / "final_metrics.json").read_text()) == json.loads(
-        json.dumps(final))
-
-
 def test_progress_in_a_log_file_is_plain_lines_not_a_bar(data, tmp_path, capsys, monkeypatch):
     """Where stderr is not a terminal (nohup, a scheduler's log): no carriage returns, a line
     every line_seconds and one at the end, and the validation lines."""
@@ -271,3 +257,107 @@ def test_progress_in_a_log_file_is_plain_lines_not_a_bar(data, tmp_path, capsys,
     Trainer(small_cfg(), *data, tmp_path / "every", progress=True).run()
     err = capsys.readouterr().err.splitlines()
     assert [line.split(":")[0] for line in err] == [f"step {k}/6" for k in range(1, 7)]
+
+
+def test_the_average_takes_in_each_steps_new_weights(data, tmp_path):
+    """--ema: after each step a <- d a + (1 - d) w, w the step's new weights, d_t = (1+t)/(10+t)."""
+    # Adam moves every weight by about lr a step: far more than float32 rounding
+    t = Trainer(small_cfg(ema=0.5, optimizer="adam", lr=0.01, warmup=0), *data, tmp_path / "run",
+                progress=False)
+    for k, d in enumerate([1 / 10, 2 / 11, 0.25]):        # d_t for t = 0, 1, 2 (decay 0.5)
+        average = {name: a.copy() for name, a in t.ema.average.items()}
+        w_before = params(t.model)
+        t.train_step()
+        for name, w in t.model.params.items():
+            moved = np.abs(w - w_before[name]).max()
+            assert moved > 1e-3, name                       # the step changed the weights
+            want = d * average[name].astype(np.float64) + (1 - d) * w.astype(np.float64)
+            np.testing.assert_allclose(t.ema.average[name], want, rtol=0, atol=1e-3 * moved,
+                                       err_msg=f"step {k}: {name}")
+    assert t.ema.updates == 3
+
+
+def test_final_report_scores_each_checkpoints_own_average(data, tmp_path):
+    """final_metrics.json scores best.npz's and latest.npz's moving averages, each its own."""
+    from tinyunet import UNet
+    from tinyunet.checkpoint import save_checkpoint
+    from tinyunet.optim import EMA, SGD
+    from tinyunet.train import final_report
+    t = Trainer(small_cfg(steps=3, val_every=3, ema=0.5), *data, tmp_path / "run", progress=False)
+    t.run()
+    # a best checkpoint unlike the last one: raw parameters of seed 5, their average seed 6's
+    raw = UNet(base_channels=2, depth=2, seed=5)
+    average = UNet(base_channels=2, depth=2, seed=6)
+    ema = EMA(raw, 0.5)
+    ema.load_state_dict(dict(decay=0.5, updates=2, average=average.params))
+    save_checkpoint(tmp_path / "run" / "best.npz", raw, SGD(raw, 0.01), 2, t._extra(), ema)
+    final = final_report(t, "cpu")
+    last, _ = model_from_checkpoint(tmp_path / "run" / "latest.npz")
+
+    def scores(model):
+        return {"plain": t.validate(tta=False, topology=True, model=model),
+                "tta": t.validate(tta=True, topology=True, model=model)}
+    want_best, want_last = scores(average), scores(last)
+    assert want_best != want_last and want_best != scores(raw)     # the case tells them apart
+    assert (final["step"], final["last"]["step"]) == (2, 3)
+    assert {k: final[k] for k in ("plain", "tta")} == want_best
+    assert {k: final["last"][k] for k in ("plain", "tta")} == want_last
+    assert json.loads((tmp_path / "run" / "final_metrics.json").read_text()) == json.loads(
+        json.dumps(final))
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory):
+    """A folder of 4 image/label pairs of 48 x 48 (the train command's --data)."""
+    import tifffile
+    folder = tmp_path_factory.mktemp("pairs")
+    images, labels = synthetic_em(n=4, size=48, cell_size=16, seed=1)
+    for k in range(4):
+        tifffile.imwrite(folder / f"{k:03d}_image.tif", images[k])
+        tifffile.imwrite(folder / f"{k:03d}_label.tif", labels[k])
+    return folder
+
+
+@pytest.mark.parametrize("started, resumed", [(0.5, "0.9"), (0.5, "0"), (None, "0.9")])
+def test_ema_cannot_change_on_resume(started, resumed, pairs, tmp_path, capsys, monkeypatch):
+    """Resuming with another --ema (0 too) is one error line naming the run's; nothing changes."""
+    from tinyunet import config
+    from tinyunet.commands import train as command
+
+    from .conftest import error_line, run_example
+    monkeypatch.setitem(config.PRESETS, "tiny", dict(base_channels=2, depth=2, tile=92,
+                                                     warmup=1, log_every=1))
+    ema = ["--ema", str(started)] if started else []
+    code, _, err = run_example(command.main, ["--data", pairs, "--preset", "tiny", "--steps", "1",
+                                              "--val-every", "1", "--out", tmp_path] + ema,
+                               capsys)
+    assert code == 0, err
+    run = next(p for p in tmp_path.iterdir() if p.is_dir())
+    files = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    err = error_line(command.main, ["--resume", run, "--steps", "2", "--ema", resumed], capsys)
+    assert f"--ema: this run has ema = {started or 0.0!r}, fixed once a run has started" in err
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == files
+    # the run's own --ema resumes it
+    code, _, err = run_example(command.main, ["--resume", run, "--steps", "2", "--ema",
+                                              str(started or 0)], capsys)
+    assert code == 0, err
+    assert load_checkpoint(run / "latest.npz")[0]["ema"] == (
+        dict(decay=started, updates=2) if started else None)
+
+
+@pytest.mark.parametrize("started, resumed", [(0.5, 0.9), (0.5, 0.0), (0.0, 0.9)])
+def test_a_trainer_refuses_to_resume_with_another_average(started, resumed, tmp_path):
+    """Trainer(resume=True) refuses another ema decay (0 too), naming both; its own resumes."""
+    from .conftest import small_config, small_data, small_trainer
+    data = small_data()
+    small_trainer(tmp_path / "run", data, steps=1, ema=started).run()
+    before = (tmp_path / "run" / "latest.npz").read_bytes()
+    with pytest.raises(CheckpointError, match=rf"trained with ema = {started}, not {resumed} "
+                                              r"\(0: off\): the moving average is fixed"):
+        Trainer(small_config(steps=2, ema=resumed), *data, tmp_path / "run", resume=True,
+                progress=False)
+    assert (tmp_path / "run" / "latest.npz").read_bytes() == before
+    resumed_run = Trainer(small_config(steps=2, ema=started), *data, tmp_path / "run",
+                          resume=True, progress=False)
+    resumed_run.run()
+    assert resumed_run.step == 2

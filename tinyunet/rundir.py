@@ -39,7 +39,9 @@ def new_run_dir(out, preset):
 
 
 def read_run(run_dir):
-    """The config.json of a run directory, as a dict; a ValueError says what is missing."""
+    """The config.json of a run directory, as a dict; a ValueError says what is missing. A run
+    whose config.json could not be written after its first checkpoint (a full disk) is read
+    from that checkpoint, which records the same settings: the failed write said --resume."""
     run_dir = Path(run_dir)
     if not run_dir.exists():
         raise ValueError(f"{run_dir}: no such run directory")
@@ -51,6 +53,10 @@ def read_run(run_dir):
     try:
         return json.loads((run_dir / "config.json").read_text())
     except FileNotFoundError:
+        try:
+            return checkpoint_meta(run_dir / "latest.npz")["train_config"]
+        except (CheckpointError, KeyError):
+            pass
         raise ValueError(f"{run_dir} is not a run directory (no config.json)") from None
     except ValueError as e:
         raise ValueError(f"{run_dir / 'config.json'} is damaged ({e})") from None

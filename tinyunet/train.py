@@ -160,6 +160,12 @@ class Trainer:
             raise CheckpointError(f"{path} was trained on other data: grey-value mean/std "
                                   f"{meta['mean']:.6f}/{meta['std']:.6f} then, "
                                   f"{self.mean:.6f}/{self.std:.6f} now")
+        # the moving average is part of the run (like the optimizer): kept as it was begun
+        decay, now = (meta.get("ema") or {}).get("decay") or 0.0, self.cfg.ema or 0.0
+        if decay != now:
+            raise CheckpointError(f"{path} was trained with ema = {decay}, not {now} (0: off): "
+                                  f"the moving average is fixed once a run has started; resume "
+                                  f"with ema = {decay}, or start a new run to change it")
         self.model.load_state_dict(params)
         opt_state = dict(meta["optimizer"], buffers=bufs)
         try:

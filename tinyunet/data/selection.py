@@ -137,13 +137,13 @@ def load_source(source, arg=None, seed=0):
 
 def default_split(n, partial=None):
     """(train, val) slices: the last sixth of the fully annotated slices (at least one)
-    validates, the rest trains."""
+    validates, the rest trains (no slice fully annotated: the last validates)."""
     if n < 2:
         raise DataError(f"the data has only {n} slice, too few to split: give --train-slices 0 "
                         f"and --val-slices 0 to train and validate on it")
     full = [i for i in range(n) if not (partial and partial[i])]
     n_val = max(1, n // 6)
-    val = full[-n_val:] if len(full) > n_val else [n - 1]
+    val = full[-n_val:] if len(full) > n_val else full[-1:] or [n - 1]
     return [i for i in range(n) if i not in val], val
 
 
