@@ -238,6 +238,61 @@ def test_optimizer_and_average_follow_the_model_to_the_gpu(gpu):
                                                                      gpu.ndarray)
 
 
+def _buffers(owner):
+    return list(owner._buffers().values()) if hasattr(owner, "_buffers") else [owner.average]
+
+
+@pytest.mark.parametrize("kind", ["sgd", "adam", "ema"])
+def test_buffers_follow_the_model_both_ways_with_the_same_numbers(gpu, kind):
+    """An optimizer's (or the average's) buffers follow its model to the GPU and back at its
+    next step, with the numbers of a twin that never moved (weight decay on, so every argument
+    counts); a state loaded into one made on the CPU of a model now on the GPU arrives on the
+    GPU at once, with no host array mixed in."""
+    from tinyunet.optim import SGD
+    make = dict(sgd=lambda m: SGD(m, lr=0.1, momentum=0.5, weight_decay=0.05),
+                adam=lambda m: Adam(m, lr=0.01, weight_decay=0.05),
+                ema=lambda m: EMA(m, 0.5))[kind]
+    still, moved = UNet(base_channels=2, depth=1, seed=0), UNet(base_channels=2, depth=1, seed=0)
+    a, b = make(still), make(moved)
+    rng = np.random.default_rng(0)
+
+    def step(model, owner, g):
+        for k, v in (model.params if kind == "ema" else model.grads()).items():
+            v[...] = v + backend.to_device(g[k], model.device) if kind == "ema" else \
+                backend.to_device(g[k], model.device)
+        owner.update() if kind == "ema" else owner.step()
+
+    for device in ["cpu", "gpu", "gpu", "cpu"]:
+        moved.to(device)
+        g = {k: rng.standard_normal(v.shape).astype(np.float32)
+             for k, v in still.params.items()}
+        step(still, a, g)
+        step(moved, b, g)
+        array = gpu.ndarray if device == "gpu" else np.ndarray
+        for d in _buffers(b):
+            assert all(isinstance(v, array) for v in d.values())
+            if device == "cpu":
+                assert not any(isinstance(v, gpu.ndarray) for v in d.values())
+        for k in still.params:
+            np.testing.assert_allclose(backend.to_numpy(moved.params[k]), still.params[k],
+                                       rtol=1e-6, atol=1e-7)
+        for da, db in zip(_buffers(a), _buffers(b)):
+            for k in da:
+                np.testing.assert_allclose(backend.to_numpy(db[k]), da[k], rtol=1e-6,
+                                           atol=1e-7)
+    state = b.state_dict()
+    fresh = UNet(base_channels=2, depth=1, seed=1)
+    c = make(fresh)
+    fresh.to("gpu")
+    fake_cupy.EVENTS.clear()
+    c.load_state_dict(state)
+    assert not [e for e in fake_cupy.EVENTS if e[0] in ("mix", "numpy")]
+    for dc, db in zip(_buffers(c), _buffers(b)):
+        for k in dc:
+            assert isinstance(dc[k], gpu.ndarray)
+            np.testing.assert_array_equal(backend.to_numpy(dc[k]), backend.to_numpy(db[k]))
+
+
 def test_the_default_device_is_tinyunet_device(gpu, monkeypatch, tmp_path, data):
     """Defect 6: UNet, TrainConfig and model_from_checkpoint hard-coded the CPU."""
     monkeypatch.setenv("TINYUNET_DEVICE", "gpu")

@@ -195,6 +195,79 @@ def test_adam_update_rule():
         np.testing.assert_allclose(v, after[k], rtol=0, atol=1e-12)
 
 
+def test_the_optimizers_defaults_are_the_published_ones():
+    """SGD(model) is the paper's (lr 0.01, momentum 0.99), Adam(model) Kingma and Ba's (lr 1e-3,
+    betas 0.9 and 0.999, eps 1e-8), neither with weight decay: three steps of changing
+    gradients, some as small as eps, against the rules written out here."""
+    rng = np.random.default_rng(3)
+    grads = [rng.choice([-2.0, 1e-8, -3e-9, 0.7], (4,)) for _ in range(3)]
+
+    def run(opt_cls):
+        model = UNet(base_channels=1, depth=1, dtype="float64")
+        model.params["out.bias"][...] = 5.0                  # weight decay would pull it in
+        opt = opt_cls(model)
+        for g in grads:
+            for v in model.grads().values():
+                v[...] = 0.0
+            model.grads()["out.bias"][...] = g[:2]
+            opt.step()
+        return model.params["out.bias"]
+
+    p, v = np.full(2, 5.0), np.zeros(2)
+    for g in grads:
+        v = 0.99 * v - 0.01 * g[:2]
+        p = p + v
+    np.testing.assert_allclose(run(SGD), p, rtol=0, atol=1e-15)
+    p, m, v = np.full(2, 5.0), np.zeros(2), np.zeros(2)
+    for t, g in enumerate(grads, 1):
+        m, v = 0.9 * m + 0.1 * g[:2], 0.999 * v + 0.001 * g[:2] ** 2
+        p = p - 1e-3 * (m / (1 - 0.9 ** t)) / (np.sqrt(v / (1 - 0.999 ** t)) + 1e-8)
+    np.testing.assert_allclose(run(Adam), p, rtol=0, atol=1e-15)
+
+
+def test_the_optimizers_count_their_steps_and_save_their_settings():
+    """The step count and the settings are the checkpoint's record of where a run is (weight
+    decay's rule itself: tests/test_robust.py)."""
+    for opt_cls in (SGD, Adam):
+        model = UNet(base_channels=1, depth=1, dtype="float64")
+        opt = opt_cls(model, lr=0.1, weight_decay=0.5)
+        for _ in range(3):
+            opt.step()
+        state = opt.state_dict()
+        assert (opt.steps, state["steps"], state["lr"], state["weight_decay"]) == (3, 3, 0.1, 0.5)
+
+
+def test_the_optimizers_buffers_keep_their_checkpoint_names():
+    """The names a checkpoint stores each optimizer's buffers under (a renamed buffer would make
+    every earlier checkpoint unreadable): SGD's velocity, Adam's m and v, the average's
+    decay, updates and average, one entry per parameter each."""
+    from tinyunet.optim import EMA
+    model = UNet(base_channels=1, depth=1, dtype="float64")
+    names = list(model.params)
+    assert {b: list(d) for b, d in SGD(model).state_dict()["buffers"].items()} == \
+        {"velocity": names}
+    assert {b: list(d) for b, d in Adam(model).state_dict()["buffers"].items()} == \
+        {"m": names, "v": names}
+    ema = EMA(model, 0.9).state_dict()
+    assert (set(ema), ema["decay"], ema["updates"], list(ema["average"])) == \
+        ({"decay", "updates", "average"}, 0.9, 0, names)
+
+
+@pytest.mark.parametrize("decay", [0.0, 1.0, -0.1, 1.5])
+def test_the_average_needs_a_decay_inside_zero_one(decay):
+    from tinyunet.optim import EMA
+    with pytest.raises(ValueError, match=rf"^EMA decay must be in \(0, 1\), got {decay}$"):
+        EMA(UNet(base_channels=1, depth=1), decay)
+
+
+def test_a_learning_rate_must_be_positive():
+    for lr in (0.0, -1e-3):
+        for opt_cls in (SGD, Adam):
+            with pytest.raises(ValueError, match=rf"^learning rate must be > 0, got {lr}$"):
+                opt_cls(UNet(base_channels=1, depth=1), lr=lr)
+    SGD(UNet(base_channels=1, depth=1), lr=1e-12)
+
+
 def test_gpu_request_without_gpu_is_a_clear_error(monkeypatch):
     if backend.gpu_available():
         pytest.skip("a GPU is present here")

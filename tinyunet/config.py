@@ -7,10 +7,12 @@ The presets are the network, tile and recipe for a machine:
     cpu     the laptop study's winner (studies/laptop/): base 16, depth 4, tile 380, Adam
             lr 5e-4, 18000 steps (96.6 minutes alone on 2 cores, measured by
             benchmarks/bench_wallclock.py), averaged weights (EMA 0.999)
-    paper   the paper's network and tile: base 64, depth 4, tile 572, SGD with momentum 0.99
+    paper   the paper's network and tile: base 64, depth 4, tile 572, SGD with momentum 0.99,
+            lr 0.001, 20000 steps
     cells   touching cells from instance masks (docs/15-cells.md): the cpu network and optimizer,
             10000 steps (60.7 minutes alone on 2 cores on DIC-HeLa, measured by
-            benchmarks/bench_wallclock.py), averaged weights, separation borders of 2 px
+            benchmarks/bench_wallclock.py), averaged weights, separation borders of 2 px,
+            predicted cells smaller than 100 px dropped
 """
 import dataclasses
 import math
