@@ -144,15 +144,21 @@ def shipped_models(folder=MODELS):
 SHIPPED = shipped_models()
 
 
-def load_model(name_or_path, device=None):
-    """(model, meta) of a shipped model by name ("isbi2012": EM membranes, the cpu recipe
-    trained on ISBI 2012 slices 0-24; meta["provenance"] says how, tinyunet/models/) or of a
-    checkpoint file."""
+def model_file(name_or_path):
+    """The file of a shipped model by name, or the checkpoint file given; a CheckpointError
+    where a shipped model's file is missing from this installation."""
     path = SHIPPED.get(str(name_or_path), name_or_path)
     if str(name_or_path) in SHIPPED and not Path(path).exists():
         raise CheckpointError(f"the shipped model {name_or_path!r} is not in this installation "
                               f"({path} is missing)")
-    return model_from_checkpoint(path, device)
+    return Path(path)
+
+
+def load_model(name_or_path, device=None):
+    """(model, meta) of a shipped model by name ("isbi2012": EM membranes, the cpu recipe
+    trained on ISBI 2012 slices 0-24; meta["provenance"] says how, tinyunet/models/) or of a
+    checkpoint file."""
+    return model_from_checkpoint(model_file(name_or_path), device)
 
 
 def ship(checkpoint, out, provenance):

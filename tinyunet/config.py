@@ -90,6 +90,8 @@ class TrainConfig:
     seed: int = 0
     device: str = None                 # "cpu", "gpu"; None: $TINYUNET_DEVICE, else the CPU
     data: dict = None                  # where the data came from (data.selection's record)
+    init: str = None                   # a new run's first weights: a shipped model's name or a
+                                       # checkpoint file (fine-tuning); None: random (paper)
 
     @classmethod
     def from_preset(cls, preset, **overrides):

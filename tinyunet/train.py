@@ -37,8 +37,8 @@ from pathlib import Path
 import numpy as np
 
 from . import backend
-from .checkpoint import (CheckpointError, load_checkpoint, model_from_checkpoint, rng_state,
-                         save_checkpoint)
+from .checkpoint import (CheckpointError, load_checkpoint, model_file, model_from_checkpoint,
+                         rng_state, save_checkpoint)
 from .config import BEST, best_score, best_step, learning_rate
 from .data.images import labels_to_classes, normalisation, normalise
 from .data.samples import TileSampler
@@ -83,6 +83,8 @@ class Trainer:
         self.image_dtype = str(np.asarray(train_images).dtype)   # what predict.py will expect
         self.model = UNet(base_channels=cfg.base_channels, depth=cfg.depth, dropout=cfg.dropout,
                           seed=cfg.seed, device=cfg.device)
+        if cfg.init and not resume:               # before the average, which copies them
+            self._start_from(cfg.init)
         self.opt = (SGD(self.model, cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
                     if cfg.optimizer == "sgd"
                     else Adam(self.model, cfg.lr, weight_decay=cfg.weight_decay))
@@ -146,6 +148,21 @@ class Trainer:
                                   f"{kept(path)}") from None
         if name == "latest.npz":
             self._saved_step = self.step
+
+    def _start_from(self, init):
+        """Fine-tuning: a trained model's weights (its moving average, where its run kept one)
+        as this new run's first weights, in place of the random initialisation; the optimizer,
+        the schedule and the average start afresh, and the grey values are normalised by this
+        run's own training images."""
+        model, _ = model_from_checkpoint(model_file(init), self.cfg.device)
+        diff = [f"{k} {model.config[k]} (this run: {self.model.config[k]})"
+                for k in ("in_channels", "n_classes", "base_channels", "depth")
+                if model.config[k] != self.model.config[k]]
+        if diff:
+            raise CheckpointError(f"init {init}: the model has {', '.join(diff)}; a run that "
+                                  f"starts from a model takes its channels, classes, "
+                                  f"base_channels and depth")
+        self.model.load_state_dict(model.state_dict())
 
     def _resume(self):
         path = self.run_dir / "latest.npz"

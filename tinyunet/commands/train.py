@@ -7,6 +7,7 @@
     python examples/train_isbi.py --data ../shared/data/ctc/DIC-C2DH-HeLa   # cells preset
     python examples/train_isbi.py --data my_pairs --train-slices 0-7 --val-slices 8,9
     python examples/train_isbi.py --resume runs/20261121-180000-cpu     # continue a run
+    python examples/train_isbi.py --data my_cells --init isbi2012 --steps 1000   # fine-tune
 
 With no arguments it trains a small network on a synthetic EM-like data set for about 15
 seconds on 2 CPU cores and shows the validation metrics before and after. --data takes a folder
@@ -30,6 +31,7 @@ from pathlib import Path
 
 from .cli import (ArgumentParser, announce_compiling, at_least, device, fraction,
                    non_negative_float, positive_float)
+from ..checkpoint import SHIPPED, CheckpointError, checkpoint_meta, model_file
 from ..config import LR_SCHEDULES, OPTIMIZERS, PRESETS, TrainConfig
 from ..data.selection import choose_data
 from ..data.targets import WEIGHTINGS
@@ -60,6 +62,10 @@ def build_parser():
                          "for instance masks; their default), tiny (base 8, depth 3, 148; the "
                          "default for the synthetic set)")
     ap.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR, on its data")
+    ap.add_argument("--init", metavar="MODEL", help="fine-tune: start a new run from the weights "
+                    f"of a shipped model ({', '.join(sorted(SHIPPED))}) or of a checkpoint "
+                    "(runs/<run>/latest.npz), with a fresh optimizer and schedule; its width "
+                    "and depth come from that model")
     ap.add_argument("--steps", type=at_least(1), help="total training steps")
     ap.add_argument("--lr", type=positive_float, help="peak learning rate")
     ap.add_argument("--optimizer", choices=OPTIMIZERS)
@@ -133,7 +139,7 @@ def main(argv=None):
         print(f"model: base {cfg.base_channels}, depth {cfg.depth}, "
               f"{trainer.model.num_parameters():,} parameters, tile {cfg.tile} -> {trainer.out}, "
               f"{cfg.optimizer} lr {cfg.lr}, {cfg.steps} steps, weighting {cfg.weighting}, "
-              f"{dev}", flush=True)
+              f"{dev}" + (f", starting from {cfg.init}" if cfg.init else ""), flush=True)
         trainer.run()
     except KeyboardInterrupt as e:
         why = str(e) or "stopped before the run's state was saved"
@@ -185,11 +191,34 @@ def _read_run(run_dir):
         raise UserError(f"--resume {e}") from None
 
 
+def init_network(args):
+    """The width and depth of the model that --init names (a new run takes them from it); a
+    UserError where it is no model, or where --base-channels or --depth ask for another."""
+    try:
+        model = checkpoint_meta(model_file(args.init))["model"]
+    except CheckpointError as e:
+        raise UserError(f"--init {args.init}: {e}; give a shipped model "
+                        f"({', '.join(sorted(SHIPPED))}) or a checkpoint "
+                        f"(runs/<run>/latest.npz)") from None
+    for k in ("base_channels", "depth"):
+        asked = getattr(args, k)
+        if asked is not None and asked != model[k]:
+            flag = "--" + k.replace("_", "-")
+            raise UserError(f"{flag} {asked}: the model of --init {args.init} has {k} "
+                            f"{model[k]}, and a run that starts from it keeps it; leave {flag} "
+                            f"out, or train from scratch without --init")
+    return dict(base_channels=model["base_channels"], depth=model["depth"])
+
+
 def make_config(args, saved, dev, data):
     """The run's TrainConfig: a new run's preset with the flags given, or a resumed run's
     config.json with the flags it may change; a UserError names a flag that does not fit."""
     overrides = {k: getattr(args, k) for k in RECIPE if getattr(args, k) is not None}
     overrides["labels"] = data["labels"]                 # membranes or instances: the data's
+    if args.init is not None:
+        overrides["init"] = args.init
+        if not saved:
+            overrides.update(init_network(args))
     if args.no_elastic:
         overrides["elastic"] = False
     if args.val_tta:
@@ -198,6 +227,8 @@ def make_config(args, saved, dev, data):
         overrides["val_plain"] = True
     try:
         if saved:
+            # a run of an older version, without the setting, started from random weights
+            saved = {"init": None, **saved}
             cfg = TrainConfig.resumed(saved, overrides, args.preset, device=dev, data=data)
         else:
             preset = args.preset or ("tiny" if data["source"] == "synthetic" else
