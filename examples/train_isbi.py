@@ -7,6 +7,7 @@
     python examples/train_isbi.py --data ../shared/data/ctc/DIC-C2DH-HeLa   # cells preset
     python examples/train_isbi.py --data my_pairs --train-slices 0-7 --val-slices 8,9
     python examples/train_isbi.py --resume runs/20261121-180000-cpu     # continue a run
+    python examples/train_isbi.py --data my_cells --init isbi2012 --steps 1000   # fine-tune
 
 `python examples/train_isbi.py --help` lists the options. The options, the checks of every argument
 and the report are in tinyunet/commands/train.py; the work is the library's.

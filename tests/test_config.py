@@ -98,10 +98,10 @@ def test_each_range_accepts_its_edge_and_refuses_just_past_it(name, edge, past, 
 
 def test_every_setting_with_a_range_is_checked():
     """Every numeric or named setting of TrainConfig has its row in EDGES, but those that any
-    value may take (the booleans, the preset's name, the device and the data record, checked
-    where they are used)."""
+    value may take (the booleans, the preset's name, the device, the data record and the model
+    to start from, checked where they are used)."""
     free = {"preset", "elastic", "val_tta", "val_plain", "device", "data", "base_channels",
-            "depth", "tile"}
+            "depth", "tile", "init"}
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     assert fields - free == {row[0] for row in EDGES}
 
