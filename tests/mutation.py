@@ -3,6 +3,7 @@
     python tests/mutation.py tinyunet/metrics            # one module (or package) and its tests
     python tests/mutation.py all                         # every module of MODULES, one by one
     python tests/mutation.py tinyunet/optim.py --tests tests/test_train.py
+    python tests/mutation.py tinyunet/export.py --sample 100    # 100 mutants drawn at random
 
 mutmut (3.x, `pip install mutmut`) makes many small changes to the module's code (`<` to `<=`,
 `+ 1` to `+ 2`, a string, a default argument, a deleted call) and runs, for each, the tests that
@@ -18,12 +19,17 @@ cover it. The Numba kernels are not mutated (a mutant of a compiled kernel chang
 it is recompiled, and the kernels have their own oracle tests). Written there: `summary.json`
 (counts and the score) and `survivors.md` (each survivor's diff); the score is
 (killed + timed out) / the mutants run (all of them, unless --minutes stopped the module first:
-those not run are 'not checked'), and the table is printed at the end.
+those not run are 'not checked'), and the table is printed at the end. mutmut runs the mutants
+whose tests are fastest first, so a run cut short by --minutes leans to the cheap ones; --sample
+draws the mutants uniformly instead, and its score estimates the whole module's (with a standard
+error), the way to score a module of a thousand mutants in minutes.
 """
 
 import argparse
 import json
+import math
 import os
+import random
 import re
 import shutil
 import signal
@@ -77,7 +83,7 @@ def mutmut_section(module, tests):
     return "\n".join(lines)
 
 
-def run_module(module, tests, out, max_children, minutes=None):
+def run_module(module, tests, out, max_children, minutes=None, sample=None, seed=0):
     work = out / module.replace("/", "_").removesuffix(".py")
     if work.exists():
         shutil.rmtree(work)
@@ -93,16 +99,33 @@ def run_module(module, tests, out, max_children, minutes=None):
     from tinyunet.data.images import shared_data_dir
     env.setdefault("TINYUNET_DATA_DIR", str(shared_data_dir("ctc").parent))
     mutmut = [sys.executable, "-m", "mutmut"]
-    run = subprocess.Popen(mutmut + ["run", "--max-children", str(max_children)], cwd=work,
-                           env=env, stdout=subprocess.DEVNULL, start_new_session=True)
+
+    def listing():
+        out = subprocess.run(mutmut + ["results", "--all", "true"], cwd=work, env=env,
+                             capture_output=True, text=True).stdout
+        return dict(re.findall(r"^\s*(\S+): (\S+.*?)\s*$", out, re.M))
+
+    names = []
+    if sample is not None:
+        # mutmut makes every mutant (and measures which tests reach which function) before it
+        # filters by name: a name that matches none stops it there, with all of them listed
+        subprocess.run(mutmut + ["run", "--max-children", str(max_children), "no-such-mutant"],
+                       cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        every = sorted(listing())
+        if not every:
+            sys.exit(f"error: mutmut made no mutants of {module} (see {work})")
+        names = sorted(random.Random(seed).sample(every, min(sample, len(every))))
+    run = subprocess.Popen(mutmut + ["run", "--max-children", str(max_children)] + names,
+                           cwd=work, env=env, stdout=subprocess.DEVNULL, start_new_session=True)
     try:
         run.wait(timeout=None if minutes is None else 60 * minutes)
     except subprocess.TimeoutExpired:         # stopped: the mutants not run yet stay unchecked
         os.killpg(run.pid, signal.SIGTERM)
         run.wait()
-    listing = subprocess.run(mutmut + ["results", "--all", "true"], cwd=work, env=env,
-                             capture_output=True, text=True).stdout
-    status = dict(re.findall(r"^\s*(\S+): (\S+.*?)\s*$", listing, re.M))
+    status = listing()
+    total = len(status)
+    if names:                                           # the sample's mutants, not the others
+        status = {n: status[n] for n in names}
     counts = {}
     for s in status.values():
         counts[s] = counts.get(s, 0) + 1
@@ -114,8 +137,14 @@ def run_module(module, tests, out, max_children, minutes=None):
             f.write(f"```diff\n{diff.strip()}\n```\n\n")
     detected = sum(n for s, n in counts.items() if s in DETECTED)
     checked = len(status) - counts.get("not checked", 0)
-    summary = {"module": module, "tests": tests, "mutants": len(status), "counts": counts,
-               "score": detected / checked if checked else None}
+    score = detected / checked if checked else None
+    summary = {"module": module, "tests": tests, "mutants": total, "counts": counts,
+               "score": score}
+    if names:
+        # a uniform random sample estimates the whole module's score, to within this (one
+        # binomial standard error)
+        summary.update(sample=len(names), seed=seed, score_error=(
+            math.sqrt(score * (1 - score) / checked) if checked else None))
     (work / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary, work
 
@@ -127,6 +156,10 @@ def main(argv=None):
     p.add_argument("--out", type=Path, default=ROOT / "build" / "mutation")
     p.add_argument("--max-children", type=int, default=os.cpu_count() or 1,
                    help="mutants run side by side (default: the CPU count)")
+    p.add_argument("--sample", type=int,
+                   help="run only this many of each module's mutants, drawn at random (the "
+                        "score of a large module in minutes, with its standard error)")
+    p.add_argument("--seed", type=int, default=0, help="the sample's seed (default 0)")
     p.add_argument("--minutes", type=float,
                    help="stop each module after this long: the mutants not run by then are "
                         "counted as 'not checked' and left out of the score")
@@ -144,13 +177,17 @@ def main(argv=None):
     rows = []
     for m in modules:
         summary, work = run_module(m, args.tests or MODULES[m], args.out, args.max_children,
-                                   args.minutes)
+                                   args.minutes, args.sample, args.seed)
         c = summary["counts"]
-        rows.append(f"| {m} | {summary['mutants']} | {c.get('killed', 0)} | "
+        score = "-" if summary["score"] is None else f"{summary['score']:.1%}"
+        if summary.get("score_error") is not None:
+            score += f" ± {summary['score_error']:.1%}"
+        run = summary["mutants"] if "sample" not in summary else \
+            f"{summary['sample']} of {summary['mutants']}"
+        rows.append(f"| {m} | {run} | {c.get('killed', 0)} | "
                     f"{c.get('timeout', 0) + c.get('suspicious', 0)} | {c.get('survived', 0)} | "
                     f"{c.get('no tests', 0)} | {c.get('not checked', 0)} | "
-                    + (f"{summary['score']:.1%}" if summary["score"] is not None else "-")
-                    + f" | {work.relative_to(ROOT) if work.is_relative_to(ROOT) else work}"
+                    + score + f" | {work.relative_to(ROOT) if work.is_relative_to(ROOT) else work}"
                     "/survivors.md |")
         print(rows[-1], flush=True)
     print("\n| module | mutants | killed | timed out | survived | no tests | not checked | score "
