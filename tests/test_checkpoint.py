@@ -12,8 +12,9 @@ import numpy.lib.format
 import pytest
 
 import tinyunet.files
-from tinyunet.checkpoint import (CHECKPOINT_FORMAT, CheckpointError, load_checkpoint,
-                                 save_checkpoint)
+from tinyunet.checkpoint import (CHECKPOINT_FORMAT, CheckpointError, checkpoint_meta,
+                                 load_checkpoint, load_model, model_from_checkpoint,
+                                 save_checkpoint, trained_on)
 from tinyunet.optim import SGD
 
 from .conftest import ROOT, error_line, small_model, write_checkpoint
@@ -162,3 +163,130 @@ def test_a_checkpoint_of_another_format_is_refused_in_one_line(found, tmp_path, 
     assert not (tmp_path / "out").exists()
     # the same file with this version's number loads
     assert load_checkpoint(_with_format(path, CHECKPOINT_FORMAT))[0]["format"] == CHECKPOINT_FORMAT
+
+
+# ---- what is wrong with a file that is not a usable checkpoint -------------------------------
+def _header(**meta):
+    return np.array(json.dumps(dict(format=CHECKPOINT_FORMAT, model={}, **meta)))
+
+
+def _not_a_zip(path):
+    path.write_bytes(np.random.default_rng(0).bytes(2000))      # no "PK" at the start
+
+
+def _truncated(path):
+    np.savez(path, meta=_header(), x=np.zeros(300))
+    path.write_bytes(path.read_bytes()[:1000])                  # "PK", no central directory
+
+
+def _objects_in_meta(path):
+    np.savez(path, meta=np.array([{"step": 1}], dtype=object))
+
+
+def _objects_in_params(path):                                   # a readable header, then this
+    np.savez(path, meta=_header(), **{"param/x": np.array([{}], dtype=object)})
+
+
+def _bit_flipped(path):                                         # bit rot in a parameter's data
+    np.savez(path, meta=_header(), **{"param/x": np.zeros(100)})
+    data = bytearray(path.read_bytes())
+    i = data.index(b"param/x.npy") + 200                        # inside its stored array
+    data[i] ^= 1
+    path.write_bytes(bytes(data))
+
+
+CORRUPT = [   # (how the file is made, the reader, what the message says after the file's name)
+    (_not_a_zip, checkpoint_meta,
+     "is corrupt or not a tinyunet checkpoint: it is not an .npz file (a zip archive of arrays)"),
+    (_truncated, checkpoint_meta, ("is corrupt or not a tinyunet checkpoint: a damaged or "
+                                   "incomplete archive (BadZipFile: File is not a zip file)")),
+    (_objects_in_meta, checkpoint_meta,
+     ("is corrupt or not a tinyunet checkpoint: it holds Python objects, where a checkpoint "
+      "holds only arrays and a JSON header")),
+    (_objects_in_params, load_checkpoint,
+     ("is corrupt: it holds Python objects, where a checkpoint holds only arrays and a JSON "
+      "header")),
+    (_bit_flipped, load_checkpoint, ("is corrupt: a damaged or incomplete archive (BadZipFile: "
+                                     "Bad CRC-32 for file 'param/x.npy')")),
+]
+
+
+@pytest.mark.parametrize("make, read, why", CORRUPT, ids=lambda c: getattr(c, "__name__", ""))
+def test_an_unreadable_file_is_refused_with_what_is_wrong_with_it(make, read, why, tmp_path):
+    """The whole message: the file, then what is wrong: not a zip archive at all; a zip archive
+    that is damaged (NumPy's error, named); one holding pickled Python objects (NumPy's
+    advice to load it with allow_pickle=True, which would run the file's code, left out)."""
+    path = tmp_path / "bad.npz"
+    make(path)
+    with pytest.raises(CheckpointError) as e:
+        read(path)
+    assert str(e.value) == f"{path} {why}"
+
+
+def test_numpys_advice_to_trust_a_file_is_never_passed_on(tmp_path):
+    """An array header too long to read safely: NumPy's message (two lines) advises
+    allow_pickle=True; the refusal is one line, with no such advice."""
+    path = tmp_path / "fields.npz"
+    np.savez(path, meta=np.zeros(1, dtype=[(f"f{i}", "f8") for i in range(700)]))
+    with pytest.raises(ValueError, match="allow_pickle=True"):  # what NumPy says of it
+        np.load(path, allow_pickle=False)["meta"]
+    with pytest.raises(CheckpointError) as e:
+        checkpoint_meta(path)
+    message = str(e.value)
+    assert message.startswith(f"{path} is corrupt or not a tinyunet checkpoint: ")
+    assert "pickle" not in message and "\n" not in message
+
+
+def test_a_checkpoint_whose_arrays_do_not_fit_its_model_names_the_file_and_the_array(tmp_path):
+    """Parameters that do not match the model the header describes: the file and the array."""
+    path, model = write_checkpoint(tmp_path / "latest.npz")
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["param/out.bias"] = np.zeros(3, np.float32)           # the model has 2 classes
+    np.savez(path, **arrays)
+    with pytest.raises(CheckpointError) as e:
+        model_from_checkpoint(path)
+    assert str(e.value) == (f"{path}: load_state_dict: 'out.bias' has shape (3,), the model "
+                            f"expects {model.params['out.bias'].shape}")
+
+
+# ---- the device a model is loaded on ---------------------------------------------------------
+def test_a_model_is_loaded_on_the_device_asked_for_whatever_the_environment_says(tmp_path,
+                                                                                 monkeypatch):
+    """device="cpu" is the CPU even where $TINYUNET_DEVICE says gpu (which, with no GPU here,
+    would fail): the variable only chooses where no device is given."""
+    path, _ = write_checkpoint(tmp_path / "latest.npz")
+    monkeypatch.setenv("TINYUNET_DEVICE", "gpu")
+    assert model_from_checkpoint(path, "cpu")[0].device == "cpu"
+    assert load_model(path, "cpu")[0].device == "cpu"
+    monkeypatch.setenv("TINYUNET_DEVICE", "cpu")
+    assert load_model(path)[0].device == "cpu"
+
+
+# ---- what a checkpoint was trained on --------------------------------------------------------
+def _data(source):
+    return {"data": {"source": source, "labels": "membranes"}}
+
+
+@pytest.mark.parametrize("header, config_json, source", [
+    (_data("synthetic"), None, "synthetic"),                      # the header alone says
+    ({}, json.dumps(_data("/data/isbi2012")), "/data/isbi2012"),  # config.json alone says
+    (_data("synthetic"), json.dumps(_data("/data/isbi2012")), "synthetic"),   # the header first
+    ({"data": {"source": None}}, json.dumps(_data("/data/isbi2012")), "/data/isbi2012"),
+    ({}, None, None),                                             # neither says
+    ({}, json.dumps({"steps": 6}), None),                         # config.json without data
+    ({}, json.dumps([1, 2]), None),                               # JSON, but not settings
+    ({}, '"synthetic"', None),
+    ({}, "{not json", None),                                      # a damaged config.json
+])
+def test_trained_on_reads_the_header_then_the_runs_config_json(header, config_json, source,
+                                                               tmp_path):
+    """The data source: the header's train_config, else the run's config.json beside the
+    checkpoint (runs that saved it only there), else None; never an error for a config.json
+    that is damaged or not a run's settings."""
+    path = tmp_path / "latest.npz"                                # only its folder is read
+    if config_json is not None:
+        (tmp_path / "config.json").write_text(config_json)
+    meta = {"train_config": header} if header else {}
+    assert trained_on(meta, path) == source
+    assert trained_on(meta) == (header.get("data") or {}).get("source")   # no path: the header

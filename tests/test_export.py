@@ -192,3 +192,18 @@ def test_validation_scores_come_from_the_run_beside_a_checkpoint(tmp_path):
     assert export.validation_scores(checkpoint, {})["plain"] == best      # best.npz
     latest = export.validation_scores(run / "latest.npz", {})
     assert latest["step"] == 9 and latest["plain"] == last
+    # runs from before the last checkpoint was scored too: their final_metrics.json has no
+    # "last", so nothing is known of latest.npz (its best.npz's scores still are)
+    (run / "final_metrics.json").write_text(json.dumps(dict(step=5, plain=best, tta=best)))
+    assert export.validation_scores(run / "latest.npz", {}) is None
+    assert export.validation_scores(checkpoint, {})["plain"] == best
+
+
+def test_a_shipped_models_scores_are_its_provenances(tmp_path):
+    """A shipped model's scores come from its provenance (no run folder beside it): which
+    checkpoint was shipped and what it was scored on, then the scores themselves."""
+    scores = {"step": 9, "plain": {"rand_error": 0.07}, "tta": {"rand_error": 0.06}}
+    prov = {"shipped": "the last checkpoint", "scored_on": "validation slices [25, 30]",
+            "scores_last": scores, "steps": 9}
+    assert export.validation_scores(tmp_path / "m.npz", {"provenance": prov}) == {
+        "checkpoint": "the last checkpoint", "scored_on": "validation slices [25, 30]", **scores}

@@ -253,6 +253,21 @@ def test_the_optimizers_buffers_keep_their_checkpoint_names():
         ({"decay", "updates", "average"}, 0.9, 0, names)
 
 
+def test_the_averages_default_decay_is_0999():
+    """EMA(model) averages with decay 0.999 (about the last 1000 steps): once the ramp
+    (1 + t) / (10 + t) passes it (t = 9000: 0.999001), a <- 0.999 a + 0.001 p."""
+    from tinyunet.optim import EMA
+    model = UNet(base_channels=1, depth=1, dtype="float64")
+    ema = EMA(model)
+    for k in model.params:
+        model.params[k][...], ema.average[k][...] = 1.0, 0.0
+    ema.updates = 9000
+    ema.update()
+    for k, v in ema.average.items():
+        np.testing.assert_allclose(v, 0.001, rtol=1e-12, atol=0, err_msg=k)
+    assert ema.state_dict()["decay"] == 0.999
+
+
 @pytest.mark.parametrize("decay", [0.0, 1.0, -0.1, 1.5])
 def test_the_average_needs_a_decay_inside_zero_one(decay):
     from tinyunet.optim import EMA

@@ -277,21 +277,35 @@ def test_the_average_takes_in_each_steps_new_weights(data, tmp_path):
     assert t.ema.updates == 3
 
 
-def test_final_report_scores_each_checkpoints_own_average(data, tmp_path):
-    """final_metrics.json scores best.npz's and latest.npz's moving averages, each its own."""
-    from tinyunet import UNet
+def test_final_report_scores_each_checkpoints_own_average(data, tmp_path, monkeypatch):
+    """final_metrics.json scores best.npz's and latest.npz's moving averages, each its own,
+    plain (whatever the run validated with: here TTA) and with TTA, on the device asked for
+    (not $TINYUNET_DEVICE's), and says which data the run trained on."""
+    from tinyunet import UNet, train
     from tinyunet.checkpoint import save_checkpoint
     from tinyunet.optim import EMA, SGD
     from tinyunet.train import final_report
-    t = Trainer(small_cfg(steps=3, val_every=3, ema=0.5), *data, tmp_path / "run", progress=False)
+    t = Trainer(small_cfg(steps=3, val_every=3, ema=0.5, val_tta=True,
+                          data=dict(source="/data/isbi2012", labels="membranes")),
+                *data, tmp_path / "run", progress=False)
     t.run()
+    loaded = []
+
+    def spy(*args, **kw):                                # the device each model is scored on
+        model, meta = model_from_checkpoint(*args, **kw)
+        loaded.append(model.device)
+        return model, meta
+    monkeypatch.setattr(train, "model_from_checkpoint", spy)
     # a best checkpoint unlike the last one: raw parameters of seed 5, their average seed 6's
     raw = UNet(base_channels=2, depth=2, seed=5)
     average = UNet(base_channels=2, depth=2, seed=6)
     ema = EMA(raw, 0.5)
     ema.load_state_dict(dict(decay=0.5, updates=2, average=average.params))
     save_checkpoint(tmp_path / "run" / "best.npz", raw, SGD(raw, 0.01), 2, t._extra(), ema)
+    monkeypatch.setenv("TINYUNET_DEVICE", "gpu")
     final = final_report(t, "cpu")
+    assert loaded == ["cpu", "cpu"]
+    monkeypatch.undo()
     last, _ = model_from_checkpoint(tmp_path / "run" / "latest.npz")
 
     def scores(model):
@@ -299,7 +313,8 @@ def test_final_report_scores_each_checkpoints_own_average(data, tmp_path):
                 "tta": t.validate(tta=True, topology=True, model=model)}
     want_best, want_last = scores(average), scores(last)
     assert want_best != want_last and want_best != scores(raw)     # the case tells them apart
-    assert (final["step"], final["last"]["step"]) == (2, 3)
+    assert want_best["plain"] != want_best["tta"]
+    assert (final["step"], final["last"]["step"], final["data"]) == (2, 3, "/data/isbi2012")
     assert {k: final[k] for k in ("plain", "tta")} == want_best
     assert {k: final["last"][k] for k in ("plain", "tta")} == want_last
     assert json.loads((tmp_path / "run" / "final_metrics.json").read_text()) == json.loads(
@@ -361,3 +376,40 @@ def test_a_trainer_refuses_to_resume_with_another_average(started, resumed, tmp_
                           resume=True, progress=False)
     resumed_run.run()
     assert resumed_run.step == 2
+
+
+def test_a_resume_names_what_differs_in_the_model(data, tmp_path):
+    """A run resumed with another model: the message lists only the settings that differ, as
+    (checkpoint, now)."""
+    Trainer(small_cfg(), *data, tmp_path / "run", progress=False).lock.close()   # at step 0
+    path = tmp_path / "run" / "latest.npz"
+    with pytest.raises(CheckpointError) as e:
+        Trainer(small_cfg(base_channels=4), *data, tmp_path / "run", resume=True, progress=False)
+    assert str(e.value) == (f"{path} was written by a different model: (checkpoint, now) = "
+                            "{'base_channels': (2, 4)}")
+
+
+def _with_mean(path, factor):
+    """The checkpoint at `path` with its recorded grey-value mean times `factor`."""
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(str(arrays["meta"]))
+    meta["mean"] *= factor
+    arrays["meta"] = np.array(json.dumps(meta))
+    np.savez(path, **arrays)
+
+
+@pytest.mark.parametrize("factor, refused", [(1 + 1e-8, True), (1 - 1e-7, True),
+                                             (1 + 1e-10, False)])
+def test_a_resume_takes_only_the_same_normalisation(data, tmp_path, factor, refused):
+    """The mean and std are the training images' own: a resume refuses numbers that differ by
+    more than rounding (a relative 1e-9; here the mean is about 0.5, so 1e-8 of it is 5e-9:
+    one grey value in one pixel of these 3 64 x 64 images moves it 3e-7)."""
+    Trainer(small_cfg(), *data, tmp_path / "run", progress=False).lock.close()   # at step 0
+    _with_mean(tmp_path / "run" / "latest.npz", factor)
+    if refused:
+        with pytest.raises(CheckpointError, match="was trained on other data: grey-value "
+                                                  "mean/std"):
+            Trainer(small_cfg(), *data, tmp_path / "run", resume=True, progress=False)
+    else:
+        Trainer(small_cfg(), *data, tmp_path / "run", resume=True, progress=False).lock.close()

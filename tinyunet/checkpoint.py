@@ -123,7 +123,7 @@ def model_from_checkpoint(path, device=None, average=True):
     $TINYUNET_DEVICE, else the CPU): with the parameters' moving average where the run kept
     one (average=False: the raw parameters)."""
     meta, params, _ = load_checkpoint(path, average)
-    model = UNet(**meta["model"])
+    model = UNet(**meta["model"], device="cpu")      # built where the arrays are, then moved
     try:
         model.load_state_dict(params)
     except ValueError as e:
