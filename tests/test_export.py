@@ -207,3 +207,31 @@ def test_a_shipped_models_scores_are_its_provenances(tmp_path):
             "scores_last": scores, "steps": 9}
     assert export.validation_scores(tmp_path / "m.npz", {"provenance": prov}) == {
         "checkpoint": "the last checkpoint", "scored_on": "validation slices [25, 30]", **scores}
+
+
+def test_a_cell_models_package_says_how_its_cells_are_made():
+    """The zoo's package holds only the network (P(cell)); a model trained on instance masks
+    carries the rule that makes cells of it, with its run's settings, in rdf.yaml's config
+    and in its README; a membrane model carries none."""
+    model = trained_like(depth=2, base=4)
+    files = dict(test_input="t.npy", test_output="o.npy", sample_input="s.tif",
+                 sample_output="so.tif", readme="README.md")
+    meta = dict(model=model.config, mean=0.5, std=0.2,
+                train_config=dict(labels="instances", border=3, min_cell=50))
+    doc = export.rdf(meta, "cells", "a cell model", 92, files)
+    assert doc["config"]["tinyunet"]["instances"] == dict(
+        function="tinyunet.instances.label_cells", threshold=0.5, connectivity=4, min_cell=50,
+        border=3)
+    readme = export._readme("cells", "a cell model", meta, model, None)
+    assert ("the 4-connected components of P(cell) > 0.5, those smaller than 50 px dropped, "
+            "then the separation border given back: a background pixel within 3 px of two "
+            "cells goes to the nearer one") in readme
+    # the settings are those predict --instances reads (cell_options), run's or default
+    from tinyunet.instances import BORDER, cell_options
+    assert cell_options(meta) == (3, 50)
+    older = dict(meta, train_config=dict(labels="instances"))
+    assert export.rdf(older, "c", "d", 92, files)["config"]["tinyunet"]["instances"][
+        "border"] == BORDER
+    membranes = dict(meta, train_config=dict(labels="membrane", border=3, min_cell=50))
+    assert "instances" not in export.rdf(membranes, "m", "d", 92, files)["config"]["tinyunet"]
+    assert "From probabilities to cells" not in export._readme("m", "d", membranes, model, None)

@@ -22,6 +22,7 @@ import numpy as np
 from . import backend
 from .checkpoint import trained_on
 from .data.images import grey_range
+from .instances import recipe
 from .model import check_input_size, crop_margins, margin, valid_input_sizes
 
 INSTALL = "pip install 'tinyunet[export]'"
@@ -285,6 +286,9 @@ def rdf(meta, name, description, tile, files, offset=None, authors=None, trainin
         weights=weights, timestamp=meta.get("timestamp", "2026-12-01T00:00:00"),
         config=dict(tinyunet=dict(model=cfg, tile=tile, mean=meta["mean"], std=meta["std"],
                                   step=meta.get("step"), scores=scores)))
+    cells = recipe(meta)
+    if cells:                      # the network gives P(cell); how tinyunet makes cells of it
+        doc["config"]["tinyunet"]["instances"] = cells
     if "cover" in files:
         doc["covers"] = [files["cover"]]
     if training_data:
@@ -396,6 +400,20 @@ def _readme(name, description, meta, model, scores):
              f"on tiles of {train.get('tile')} px, the weighted cross-entropy of the paper "
              f"(weighting {train.get('weighting')}), elastic deformation, data "
              f"{(train.get('data') or {}).get('source')}.", ""]
+    cells = recipe(meta)
+    if cells:
+        lines += ["## From probabilities to cells", "",
+                  f"The network gives P(cell) per pixel; the cells (`tinyunet predict --model ... "
+                  f"--instances`, tinyunet.instances.label_cells) are the "
+                  f"{cells['connectivity']}-connected components of P(cell) > "
+                  f"{cells['threshold']:g}, those smaller than {cells['min_cell']} px dropped, "
+                  f"then the separation border given back: a background pixel within "
+                  f"{cells['border']} px of two cells goes to the nearer one (the outer "
+                  f"boundary of a cell does not move). In Fiji or napari: threshold the cell "
+                  f"channel at {cells['threshold']:g}, label the connected components "
+                  f"(4-connected), remove those under {cells['min_cell']} px, and expand the "
+                  f"labels by {cells['border']} px where two cells meet. The same settings are "
+                  f"in rdf.yaml (config: tinyunet: instances).", ""]
     lines += ["## Validation", "",
               "The test tensors are tinyunet's own float64 forward pass of the test input; the "
               "exported weights (ONNX, TorchScript) reproduce it to about 1e-6 "

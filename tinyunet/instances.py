@@ -7,6 +7,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 BORDER = 2                      # px: the separation border's default width
+THRESHOLD = 0.5                 # P(cell) above which a pixel is a cell's (validation, predict)
 
 
 def _disc(radius):
@@ -38,7 +39,18 @@ def cell_options(meta):
     return recipe.get("border", BORDER), recipe.get("min_cell", 0)
 
 
-def label_cells(prob, threshold=0.5, grow=BORDER, min_pixels=0):
+def recipe(meta):
+    """How tinyunet makes cells from a checkpoint's P(cell) (label_cells with its run's
+    settings), for an exported package, which holds only the network; None for a model not
+    trained on instance masks."""
+    if (meta.get("train_config") or {}).get("labels") != "instances":
+        return None
+    border, min_cell = cell_options(meta)
+    return dict(function="tinyunet.instances.label_cells", threshold=THRESHOLD, connectivity=4,
+                min_cell=min_cell, border=border)
+
+
+def label_cells(prob, threshold=THRESHOLD, grow=BORDER, min_pixels=0):
     """Cells (int32 instance labels, H x W) from a map of P(cell): the 4-connected components of
     prob > threshold, those smaller than `min_pixels` dropped; then the separation borders given
     back: a background pixel within `grow` px of a cell, whose neighbourhood of radius `grow`

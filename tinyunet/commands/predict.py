@@ -37,7 +37,7 @@ from ..errors import DataWarning, UserError
 from ..files import check_writable
 from ..files import write_file as write
 from ..infer import choose_tile, covering_tile, predict_tiled
-from ..instances import cell_options, label_cells
+from ..instances import THRESHOLD, cell_options, label_cells
 from ..model import check_input_size
 
 probability = number("in (0, 1)", lambda v: 0 < v < 1)
@@ -72,8 +72,8 @@ def build_parser():
     cells = ap.add_argument_group("cells (a model trained on instance masks)")
     cells.add_argument("--instances", action="store_true", help="write the cells, one id each "
                        "(<name>_labels.tif, uint16), not P(cell)")
-    cells.add_argument("--threshold", type=probability, default=0.5,
-                       help="P(cell) above which a pixel is a cell (0.5)")
+    cells.add_argument("--threshold", type=probability, default=THRESHOLD,
+                       help=f"P(cell) above which a pixel is a cell ({THRESHOLD})")
     cells.add_argument("--min-cell", type=at_least(0), help="drop cells smaller than this many "
                        "px (default: the run's --min-cell)")
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
