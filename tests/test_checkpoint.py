@@ -223,6 +223,70 @@ def test_an_unreadable_file_is_refused_with_what_is_wrong_with_it(make, read, wh
     assert str(e.value) == f"{path} {why}"
 
 
+def _arrays(*names):
+    """A zip archive of arrays (an .npz file) with these names and no header."""
+    return lambda path: np.savez(path, **{name: np.zeros(2) for name in names})
+
+
+def _meta(text):
+    """An .npz file whose header is `text`."""
+    return lambda path: np.savez(path, meta=np.array(text))
+
+
+NOT_A_CHECKPOINT = [   # (how the file is made, the whole message checkpoint_meta refuses it with)
+    (lambda path: None, "no checkpoint at {path}"),
+    (lambda path: path.mkdir(), "{path} is a folder, not a checkpoint (.npz) file"),
+    # no header: the arrays it has, to recognise the file by, the first five of them
+    (_arrays(), "{path} is not a tinyunet checkpoint: it has no 'meta' entry (its arrays: none)"),
+    (_arrays("image", "labels"), ("{path} is not a tinyunet checkpoint: it has no 'meta' entry "
+                                  "(its arrays: image, labels)")),
+    (_arrays("a", "b", "c", "d", "e", "f", "g"),
+     "{path} is not a tinyunet checkpoint: it has no 'meta' entry (its arrays: a, b, c, d, e)"),
+    # a header of another format: the format found (as it is written in the header, None where
+    # there is none) and the one this version reads
+    (_meta("{not json"), f"{{path}} is not a tinyunet checkpoint of format {CHECKPOINT_FORMAT} "
+                         "(found format None)"),
+    (_meta("[1, 2]"), f"{{path}} is not a tinyunet checkpoint of format {CHECKPOINT_FORMAT} "
+                      "(found format None)"),
+    (_meta('{"model": {}}'), f"{{path}} is not a tinyunet checkpoint of format "
+                             f"{CHECKPOINT_FORMAT} (found format None)"),
+    (_meta(json.dumps({"format": str(CHECKPOINT_FORMAT), "model": {}})),
+     f"{{path}} is not a tinyunet checkpoint of format {CHECKPOINT_FORMAT} "
+     f"(found format '{CHECKPOINT_FORMAT}')"),                 # text, not the number
+    # this format's header without the model's settings (not "found format 1" of format 1)
+    (_meta(json.dumps({"format": CHECKPOINT_FORMAT})),
+     f"{{path}} is not a tinyunet checkpoint: its header (format {CHECKPOINT_FORMAT}) has no "
+     f"'model' entry, the model's settings"),
+]
+
+
+@pytest.mark.parametrize("make, message", NOT_A_CHECKPOINT, ids=[
+    "missing", "folder", "no arrays", "two arrays", "seven arrays", "not JSON", "a list",
+    "no format", "format as text", "no model"])
+def test_a_file_that_is_not_a_checkpoint_is_refused_with_what_it_is(make, message, tmp_path):
+    """The whole message: the file, then what it is: nothing, a folder, arrays with no header
+    (named), a header of another format (the format found and the one expected) or of this
+    format but with no model settings."""
+    path = tmp_path / "bad.npz"
+    make(path)
+    with pytest.raises(CheckpointError) as e:
+        checkpoint_meta(path)
+    assert str(e.value) == message.format(path=path)
+
+
+def test_a_buffers_name_is_all_that_follows_its_second_slash(tmp_path):
+    """opt/<buffer>/<name>: the buffer is what lies between the first two slashes and the
+    parameter's name all the rest, slashes and all (as param/<name>'s is)."""
+    path = tmp_path / "latest.npz"
+    np.savez(path, meta=_header(), **{"param/x": np.zeros(1), "param/block/x": np.zeros(2),
+                                      "opt/m/x": np.full(1, 1.0), "opt/m/block/x": np.full(2, 2.0),
+                                      "opt/v/x": np.full(1, 3.0)})
+    meta, params, bufs = load_checkpoint(path)
+    assert {k: v.tolist() for k, v in params.items()} == {"x": [0.0], "block/x": [0.0, 0.0]}
+    assert {b: {k: v.tolist() for k, v in d.items()} for b, d in bufs.items()} == {
+        "m": {"x": [1.0], "block/x": [2.0, 2.0]}, "v": {"x": [3.0]}}
+
+
 def test_numpys_advice_to_trust_a_file_is_never_passed_on(tmp_path):
     """An array header too long to read safely: NumPy's message (two lines) advises
     allow_pickle=True; the refusal is one line, with no such advice."""

@@ -99,10 +99,13 @@ def checkpoint_meta(path):
         meta = json.loads(header)
     except ValueError:
         meta = None
-    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT or "model" not in meta:
+    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
         found = meta.get("format") if isinstance(meta, dict) else None
         raise CheckpointError(f"{path} is not a tinyunet checkpoint of format "
                               f"{CHECKPOINT_FORMAT} (found format {found!r})")
+    if "model" not in meta:
+        raise CheckpointError(f"{path} is not a tinyunet checkpoint: its header (format "
+                              f"{CHECKPOINT_FORMAT}) has no 'model' entry, the model's settings")
     return meta
 
 
