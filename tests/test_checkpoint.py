@@ -257,12 +257,15 @@ NOT_A_CHECKPOINT = [   # (how the file is made, the whole message checkpoint_met
     (_meta(json.dumps({"format": CHECKPOINT_FORMAT})),
      f"{{path}} is not a tinyunet checkpoint: its header (format {CHECKPOINT_FORMAT}) has no "
      f"'model' entry, the model's settings"),
+    (_meta(json.dumps({"format": CHECKPOINT_FORMAT, "model": [1, 4]})),  # not a dict of them
+     f"{{path}} is not a tinyunet checkpoint: its header (format {CHECKPOINT_FORMAT}) has a "
+     f"'model' entry that is a list, not the model's settings"),
 ]
 
 
 @pytest.mark.parametrize("make, message", NOT_A_CHECKPOINT, ids=[
     "missing", "folder", "no arrays", "two arrays", "seven arrays", "not JSON", "a list",
-    "no format", "format as text", "no model"])
+    "no format", "format as text", "no model", "model not a dict"])
 def test_a_file_that_is_not_a_checkpoint_is_refused_with_what_it_is(make, message, tmp_path):
     """The whole message: the file, then what it is: nothing, a folder, arrays with no header
     (named), a header of another format (the format found and the one expected) or of this

@@ -103,9 +103,12 @@ def checkpoint_meta(path):
         found = meta.get("format") if isinstance(meta, dict) else None
         raise CheckpointError(f"{path} is not a tinyunet checkpoint of format "
                               f"{CHECKPOINT_FORMAT} (found format {found!r})")
-    if "model" not in meta:
+    if not isinstance(meta.get("model"), dict):
+        what = ("no 'model' entry, the model's settings" if "model" not in meta else
+                f"a 'model' entry that is a {type(meta['model']).__name__}, not the model's "
+                f"settings")
         raise CheckpointError(f"{path} is not a tinyunet checkpoint: its header (format "
-                              f"{CHECKPOINT_FORMAT}) has no 'model' entry, the model's settings")
+                              f"{CHECKPOINT_FORMAT}) has {what}")
     return meta
 
 
