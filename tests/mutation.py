@@ -45,18 +45,20 @@ MODULES = {
     "tinyunet/metrics": ["tests/test_metrics.py", "tests/test_isbi_conventions.py",
                          "tests/test_cells.py",
                          "tests/test_evaluate_cli.py", "tests/test_warping.py"],
-    "tinyunet/data": ["tests/test_data.py", "tests/test_cells.py", "tests/test_robust.py"],
+    "tinyunet/data": ["tests/test_data.py", "tests/test_data_rules.py", "tests/test_cells.py",
+                      "tests/test_robust.py"],
     "tinyunet/optim.py": ["tests/test_model.py", "tests/test_gpu_route.py", "tests/test_train.py",
                           "tests/test_checkpoint.py", "tests/test_robust.py"],
     "tinyunet/checkpoint.py": ["tests/test_checkpoint.py", "tests/test_robust.py",
-                               "tests/test_shipped.py", "tests/test_train.py"],
+                               "tests/test_shipped.py", "tests/test_train.py",
+                               "tests/test_init.py"],
     "tinyunet/config.py": ["tests/test_config.py", "tests/test_plots.py", "tests/test_train.py",
                            "tests/test_robust.py", "tests/test_cells.py"],
     "tinyunet/export.py": ["tests/test_export.py", "tests/test_shipped.py"],
     "tinyunet/infer.py": ["tests/test_infer.py", "tests/test_properties.py",
                           "tests/test_predict_cli.py", "tests/test_volume.py"],
     "tinyunet/train.py": ["tests/test_train.py", "tests/test_robust.py", "tests/test_cells.py",
-                          "tests/test_gpu_route.py"],
+                          "tests/test_gpu_route.py", "tests/test_init.py"],
 }
 
 DETECTED = {"killed", "timeout", "suspicious"}       # suspicious: slower than the clean run, killed
