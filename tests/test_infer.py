@@ -1,8 +1,13 @@
+import re
+
 import numpy as np
 import pytest
 
-from tinyunet.infer import mirror_pad, predict_tiled, predict_whole, tile_grid
+from tinyunet import UNet, backend
+from tinyunet.infer import (_bytes, choose_tile, covering_tile, forward_memory, mirror_pad,
+                            predict_tiled, predict_whole, tile_grid)
 
+from . import fake_cupy
 from .conftest import small_model
 
 
@@ -91,3 +96,125 @@ def test_tile_grid_and_errors(model):
         predict_tiled(model, np.zeros((30, 30)), tile=46)
     with pytest.raises(ValueError, match=r"\(H, W\) or \(C, H, W\)"):
         predict_tiled(model, np.zeros((1, 1, 30, 30)), tile=44)
+
+
+def test_predict_whole_gives_the_dtype_predict_tiled_gives():
+    """The reference pass returns what predict_tiled returns: float32, or float64 for a float64
+    model (equal to it then to float64 rounding, not float32's)."""
+    image = np.random.default_rng(4).standard_normal((30, 26))
+    for dtype, atol in (("float32", 1e-6), ("float64", 1e-12)):
+        model = make_model(depth=2, base=2, dtype=dtype)
+        whole, tiled = predict_whole(model, image), predict_tiled(model, image, tile=60)
+        assert whole.dtype == tiled.dtype == np.dtype(dtype)
+        np.testing.assert_allclose(whole, tiled, rtol=0, atol=atol)
+
+
+def test_predict_whole_runs_on_the_models_device(monkeypatch):
+    """A model on the GPU (the CuPy stand-in of tests/fake_cupy.py) gets its input there, and
+    the probabilities come back to the host: the CPU model's numbers."""
+    monkeypatch.setattr(backend, "_cupy", fake_cupy.make_module())
+    gpu = UNet(base_channels=2, depth=2, seed=0, device="gpu")
+    image = np.random.default_rng(5).standard_normal((30, 26))
+    p = predict_whole(gpu, image)
+    assert type(p) is np.ndarray and p.shape == (2, 30, 26)
+    cpu = UNet(base_channels=2, depth=2, seed=0)
+    np.testing.assert_allclose(p, predict_whole(cpu, image), rtol=1e-5, atol=1e-6)
+
+
+def test_covering_tile_is_the_smallest_valid_tile_whose_output_covers_the_size():
+    """Depth 1: every even T >= 18 is valid, with output T - 16 (4 convs of -2 px at level 0,
+    4 at the bottom halved); depth 2: T = 44, 48, 52, ..., output T - 40."""
+    assert [covering_tile(s, 1) for s in (1, 2, 3, 34, 35)] == [18, 18, 20, 50, 52]
+    assert [covering_tile(s, 2) for s in (1, 4, 5, 8, 9)] == [44, 44, 48, 48, 52]
+
+
+def depth1_memory(tile, c, b, k, itemsize=4, batch=1):
+    """forward_memory's count for a depth-1 U-Net (c input channels, base b, k classes) written
+    out layer by layer: sizes T -> T-2 -> T-4 (the skip map) -> pool p = (T-4)/2 -> p-2 -> p-4
+    -> up-conv u = 2(p-4) -> concat -> u-2 -> u-4 (the output). Per image, in elements: the
+    skip map + the largest layer held + the largest im2col matrix; times the dtype's bytes."""
+    t, p = tile, (tile - 4) // 2
+    u = 2 * (p - 4)
+    convs = [(c, t, b, t - 2), (b, t - 2, b, t - 4),                 # (c_in, s_in, c_out, s)
+             (b, p, 2 * b, p - 2), (2 * b, p - 2, 2 * b, p - 4),
+             (2 * b, u, b, u - 2), (b, u - 2, b, u - 4)]
+    cols = [9 * ci * s ** 2 for ci, _, _, s in convs]                # im2col: 9 C_in x H'W'
+    held = [ci * si ** 2 + 2 * co * s ** 2 for ci, si, co, s in convs]   # input, GEMM + copy
+    held.append(2 * b * u ** 2 + 2 * b * u ** 2)     # concat: the upsampled map, the concatenation
+    held.append(b * (u - 4) ** 2 + 2 * k * (u - 4) ** 2)     # 1x1: input, logits, probabilities
+    skip = b * (t - 4) ** 2
+    return batch * itemsize * (skip + max(held) + max(cols))
+
+
+def test_forward_memory_worked_out_for_a_tiny_network():
+    """Depth 1, base 1, 1 channel in, 2 classes, tile 18 (output 2): the skip map 1 x 14^2 =
+    196; the largest layer the first conv: its input 18^2 + its output twice 2 x 16^2 = 836;
+    the largest im2col matrix the first conv's 9 x 16^2 = 2304. 3336 elements of 4 bytes."""
+    config = dict(in_channels=1, n_classes=2, base_channels=1, depth=1, dtype="float32")
+    assert forward_memory(config, 18) == 3336 * 4 == depth1_memory(18, 1, 1, 2)
+    assert forward_memory(config, 18, batch=3) == 3 * 3336 * 4
+    assert forward_memory({**config, "dtype": "float64"}, 18) == 3336 * 8
+    # no dtype in the config: float32, UNet's default
+    assert forward_memory({k: v for k, v in config.items() if k != "dtype"}, 18) == 3336 * 4
+
+
+@pytest.mark.parametrize("tile, c, b, k, largest", [
+    (18, 3, 2, 2, "the first conv"),        # 3 x 18^2 + 2 x 2 x 16^2 = 1996 elements
+    (100, 1, 2, 2, "the concatenation"),    # 4 x 2 x 88^2 = 61952 (the first conv: 48416)
+    (50, 1, 1, 8, "the 1x1 conv"),          # (1 + 2 x 8) x 34^2 = 19652 (the first conv: 7108)
+    (50, 2, 3, 5, "the second conv"),
+])
+@pytest.mark.parametrize("dtype, batch", [("float32", 1), ("float64", 3)])
+def test_forward_memory_counts_each_kind_of_layer(tile, c, b, k, largest, dtype, batch):
+    """The count of depth1_memory, on networks where each kind of layer is the largest held."""
+    config = dict(in_channels=c, n_classes=k, base_channels=b, depth=1, dtype=dtype)
+    itemsize = np.dtype(dtype).itemsize
+    assert forward_memory(config, tile, batch) == depth1_memory(tile, c, b, k, itemsize, batch)
+
+
+def test_forward_memory_names_a_tile_that_does_not_fit():
+    config = dict(in_channels=1, n_classes=2, base_channels=1, depth=2)
+    with pytest.raises(ValueError, match=r"^tile size 46 does not fit a depth-2 U-Net.* 44 or 48"):
+        forward_memory(config, 46)
+
+
+def test_choose_tile_is_the_largest_valid_tile_within_the_budget():
+    """Depth 1 (tiles 18, 20, 22, ...): the largest tile whose estimate, for the batch asked
+    for, is at most the budget; max_size caps it; a max_size below the smallest tile gives the
+    smallest tile."""
+    model = UNet(in_channels=1, n_classes=2, base_channels=1, depth=1)
+    cfg = model.config
+    assert choose_tile(model, forward_memory(cfg, 30)) == 30               # exactly: it fits
+    assert choose_tile(model, forward_memory(cfg, 32) - 1) == 30
+    assert choose_tile(model, forward_memory(cfg, 30, batch=2), batch=2) == 30
+    assert forward_memory(cfg, 40) < forward_memory(cfg, 30, batch=2)     # batch 1 would be 40+
+    assert choose_tile(model, 2**40, max_size=31) == 30
+    assert choose_tile(model, 2**40, max_size=10) == 18
+    assert choose_tile(model, 2**40) == 16384                  # the largest tile it considers
+
+
+def test_choose_tile_says_what_the_smallest_tile_needs():
+    """Depth 1, base 1: the smallest tile, 18 px, needs 3336 x 4 = 13344 B per image (see
+    test_forward_memory_worked_out_for_a_tiny_network): 26688 B = 26.1 KiB for a batch of 2."""
+    model = UNet(in_channels=1, n_classes=2, base_channels=1, depth=1)
+    msg = ("a memory budget of 1.5 KiB is too small for this network: its smallest tile "
+           "(18 px, batch 2) needs about 26.1 KiB")
+    with pytest.raises(ValueError, match=re.escape(msg)):
+        choose_tile(model, 1536, batch=2)
+    with pytest.raises(ValueError, match=re.escape("(18 px, batch 1) needs about 13 KiB")):
+        choose_tile(model, 1536, max_size=10)
+
+
+@pytest.mark.parametrize("n, text", [
+    (0, "0 B"), (512, "512 B"), (1024, "1 KiB"), (1536, "1.5 KiB"),  # 1.5 x 1024
+    (1024 ** 2, "1 MiB"), (int(2.25 * 1024 ** 2), "2.25 MiB"), (5 * 1024 ** 3, "5 GiB"),
+])
+def test_bytes_in_binary_units(n, text):
+    """A byte count in the largest unit (B, KiB, MiB, GiB: powers of 1024) that keeps it
+    under 1024, to 3 significant digits."""
+    assert _bytes(n) == text
+
+
+def test_bytes_beyond_the_largest_unit_stay_in_gib():
+    value, unit = _bytes(3 * 1024 ** 4).split()                # 3 TiB = 3072 GiB
+    assert unit == "GiB" and float(value) == pytest.approx(3072, rel=1e-3)

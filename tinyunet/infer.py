@@ -147,14 +147,15 @@ def covering_tile(size, depth):
 
 def predict_whole(model, image):
     """Class probabilities (K, H, W) from ONE forward pass over the whole mirrored image (the
-    input is extended to the smallest valid size). The reference that predict_tiled equals."""
+    input is extended to the smallest valid size): float32, or float64 for a float64 model. The
+    reference that predict_tiled equals."""
     image = _as_chw(image)
     c, h, w = image.shape
     t, u = covering_tile(h, model.depth), covering_tile(w, model.depth)
     my, mx = margin(t, model.depth), margin(u, model.depth)
     padded = mirror_pad(image.astype(model.dtype), my, t - h - my, mx, u - w - mx)
     probs = model.predict_proba(backend.to_device(padded[None], model.device))
-    return backend.to_numpy(probs)[0][:, :h, :w].astype(np.float32)
+    return backend.to_numpy(probs)[0][:, :h, :w].astype(_prob_dtype(model))
 
 
 def forward_memory(config, tile, batch=1):
