@@ -1,0 +1,356 @@
+"""Rules of tinyunet/data, each stated on a small case worked out beside it:
+
+- where the shared data sets are by default (images.shared_data_dir, isbi.default_isbi_dir) and
+  what load_folder stacks;
+- what load_stack reads: JPEG files (.jpg, .jpeg) and RGB PNGs (made grey, not a stack of rows);
+- normalisation of a constant image (std 0 is taken as 1);
+- load_source: the built-in synthetic set (12 slices of 256 x 256, seed 0 by default) and its
+  stated properties (seeded, uint8, dark membranes about as much of the image as ISBI's, jittered
+  cells of different sizes, organelles all over the image, no white membrane pixel), the data of
+  each kind of folder, and the one-line messages for a missing folder;
+- choose_data and parse_slices: the flags their messages name, and the last slice that exists;
+- TileSampler: float32 images whatever type they come in, the 8 flips / rotations equally likely,
+  the grey change x * exp(z1) + z2 of docs/09-training.md;
+- targets: the weighting named ("balanced", "none") and the sigma given reach the weight map.
+"""
+import re
+import warnings
+
+import numpy as np
+import pytest
+import tifffile
+from scipy import ndimage as ndi
+
+from tinyunet.data import (DataError, DataNotFoundError, default_isbi_dir, load_folder,
+                           load_stack, normalisation, normalise, synthetic_em)
+from tinyunet.data import images as images_module
+from tinyunet.data import selection
+from tinyunet.data.images import shared_data_dir
+from tinyunet.data.samples import TileSampler
+from tinyunet.data.selection import choose_data, load_source, parse_slices
+from tinyunet.data.targets import targets
+from tinyunet.errors import DataWarning
+from tinyunet.kernels.weight_map import instances_from_mask, weight_map
+
+FOUR = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]])
+
+
+# ---- where the data are by default -------------------------------------------------------------
+
+def test_shared_data_dir_is_the_env_folder_else_the_first_that_exists(tmp_path, monkeypatch):
+    """$TINYUNET_DATA_DIR/name; else, the first that exists of ../shared/data/name beside the
+    checkout (only where tinyunet runs from a checkout: its pyproject.toml is there),
+    ../shared/data/name and ./data/name beside the working folder; none: the first of them."""
+    tmp = tmp_path.resolve()
+    checkout = tmp / "checkout"                  # tinyunet/data/images.py of a fake checkout
+    (checkout / "tinyunet" / "data").mkdir(parents=True)
+    monkeypatch.setattr(images_module, "__file__",
+                        str(checkout / "tinyunet" / "data" / "images.py"))
+    project = tmp / "work" / "project"           # the working folder
+    project.mkdir(parents=True)
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("TINYUNET_DATA_DIR", str(tmp / "env"))
+    assert shared_data_dir("set") == tmp / "env" / "set"        # whether it exists or not
+    monkeypatch.delenv("TINYUNET_DATA_DIR")
+    (checkout / "pyproject.toml").write_text("")
+    beside_checkout = tmp / "shared" / "data" / "set"
+    beside_work, in_work = tmp / "work" / "shared" / "data" / "set", project / "data" / "set"
+    assert shared_data_dir("set") == beside_checkout             # none exists: the checkout's
+    in_work.mkdir(parents=True)
+    assert shared_data_dir("set") == in_work                     # the only one there
+    beside_work.mkdir(parents=True)
+    assert shared_data_dir("set") == beside_work                 # ../shared before ./data
+    beside_checkout.mkdir(parents=True)
+    assert shared_data_dir("set") == beside_checkout             # the checkout's first
+    (checkout / "pyproject.toml").unlink()                       # an installed tinyunet
+    assert shared_data_dir("set") == beside_work
+
+
+def test_default_isbi_dir_is_its_env_folder_else_the_shared_isbi2012(tmp_path, monkeypatch):
+    monkeypatch.setenv("TINYUNET_ISBI_DIR", str(tmp_path / "mine"))
+    monkeypatch.setenv("TINYUNET_DATA_DIR", str(tmp_path / "data"))
+    assert default_isbi_dir() == tmp_path / "mine"
+    monkeypatch.delenv("TINYUNET_ISBI_DIR")
+    assert default_isbi_dir() == tmp_path / "data" / "isbi2012"
+
+
+def test_load_folder_stacks_the_images_of_a_folder_in_name_order(tmp_path):
+    """Every image file (by name: a.tif, then the two pages of b.tif), other files left out;
+    labels=True reaches load_stack (a colour image is refused); no image: a DataNotFoundError."""
+    a, b = np.full((1, 4, 5), 7, np.uint8), np.arange(40, dtype=np.uint8).reshape(2, 4, 5)
+    tifffile.imwrite(tmp_path / "b.tif", b)
+    tifffile.imwrite(tmp_path / "a.tif", a)
+    (tmp_path / "notes.txt").write_text("not an image")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)             # a.tif is constant: said so
+        np.testing.assert_array_equal(load_folder(tmp_path), np.concatenate([a, b]))
+        np.testing.assert_array_equal(load_folder(tmp_path, "b*"), b)
+    tifffile.imwrite(tmp_path / "c.tif", np.zeros((4, 5, 3), np.uint8), photometric="rgb")
+    with pytest.raises(DataError, match=r"c\.tif: a colour image \(RGB\) where a label image"):
+        load_folder(tmp_path, labels=True)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataNotFoundError, match=r"empty: the folder holds no images \(ending "
+                                                r"\.png, \.tif, \.tiff, \.jpg, \.jpeg\)"):
+        load_folder(tmp_path / "empty")
+
+
+# ---- load_stack, normalisation -----------------------------------------------------------------
+
+@pytest.mark.parametrize("suffix", [".jpg", ".jpeg", ".JPG"])
+def test_a_jpeg_file_is_read(tmp_path, suffix):
+    """A grey JPEG (quality 100 of a smooth ramp: decoded within a grey value or two) is one
+    image (1, H, W), whichever of its suffixes it has."""
+    import imagecodecs
+    ramp = (np.add.outer(np.arange(24), np.arange(32)) * 4).astype(np.uint8)
+    (tmp_path / f"a{suffix}").write_bytes(imagecodecs.jpeg8_encode(ramp, level=100))
+    stack = load_stack(tmp_path / f"a{suffix}")
+    assert stack.shape == (1, 24, 32) and stack.dtype == np.uint8
+    assert np.abs(stack[0].astype(int) - ramp).max() <= 2
+
+
+def test_an_rgb_png_is_made_grey_not_read_as_a_stack_of_rows(tmp_path):
+    """An RGB PNG of H x W is one grey image (1, H, W), the mean of R, G and B, with a warning
+    (read as it comes, it would be H images of W x 3)."""
+    import imagecodecs
+    rgb = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    (tmp_path / "a.png").write_bytes(imagecodecs.png_encode(rgb))
+    with pytest.warns(DataWarning, match=r"a colour image \(RGB\): segmented as grey"):
+        stack = load_stack(tmp_path / "a.png")
+    np.testing.assert_array_equal(stack, rgb.mean(axis=-1).astype(np.uint8)[None])
+
+
+def test_a_constant_image_has_std_1_so_normalise_only_shifts(tmp_path):
+    """Grey 51 throughout: x / 255 = 0.2, std 0, taken as 1 (no division by 0, no rescaling):
+    normalise gives x / 255 - 0.2 = 0 here, and 1 - 0.2 = 0.8 for a white image."""
+    img = np.full((1, 3, 3), 51, np.uint8)
+    mean, std = normalisation(img)
+    assert mean == pytest.approx(0.2) and std == 1.0
+    np.testing.assert_allclose(normalise(np.full((1, 2, 2), 255, np.uint8), mean, std), 0.8,
+                               rtol=1e-6)
+
+
+# ---- the built-in synthetic set ----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def builtin():
+    return load_source("synthetic")
+
+
+def test_the_builtin_set_is_12_slices_of_256_from_seed_0(builtin):
+    """--data synthetic: 12 slices of 256 x 256 (SYNTHETIC), uint8 images and 0 / 255 labels;
+    with no seed given, seed 0 (choose_data's default too), the same set each time."""
+    assert builtin.images.shape == builtin.labels.shape == (12, 256, 256)
+    assert builtin.images.dtype == builtin.labels.dtype == np.uint8
+    assert builtin.kind == "membranes" and builtin.partial == [False] * 12
+    assert set(np.unique(builtin.labels)) == {0, 255}
+    images, labels = synthetic_em(n=12, size=256, seed=0)
+    np.testing.assert_array_equal(builtin.images, images)
+    np.testing.assert_array_equal(builtin.labels, labels)
+    other = synthetic_em(n=1, size=256, seed=1)[0]
+    assert (other[0] != images[0]).mean() > 0.5               # another seed, another set
+
+
+def test_the_builtin_membranes_are_as_much_of_the_image_as_isbis_and_drawn_dark(builtin):
+    """The membranes (label 0) cover 22 % of the ISBI 2012 training slices (16.8-27.0 % per
+    slice, 21.96 % in all); the built-in set is made to look like them: 22 % +- 2.5 points over
+    its 12 slices. They are dark bands: none of their pixels is brighter than a cell is ever
+    drawn (0.8 of white: 204)."""
+    membrane = builtin.labels == 0
+    assert abs(membrane.mean() - 0.22) < 0.025
+    assert builtin.images[membrane].max() < 0.8 * 255
+    assert builtin.images[membrane].mean() < builtin.images[~membrane].mean() - 80
+
+
+def test_the_builtin_cells_are_a_jittered_tessellation_not_a_grid(builtin):
+    """Jittered seeds give cells of different sizes: among the cells that do not touch the
+    image border (4-connected components of the interior), the areas vary by more than a tenth
+    of their mean in every slice (seeds on a regular grid: all the same, 0)."""
+    for lab in builtin.labels:
+        cells, n = ndi.label(lab == 255, FOUR)
+        areas = np.bincount(cells.ravel())[1:]
+        border = set(np.concatenate([cells[0], cells[-1], cells[:, 0], cells[:, -1]]).tolist())
+        inner = np.array([a for i, a in enumerate(areas, 1) if i not in border])
+        assert inner.size > 20 and inner.std() / inner.mean() > 0.1
+
+
+def test_the_builtin_organelles_are_all_over_the_image(builtin):
+    """Organelles (dark discs, 0.3 darker than their cell) are placed uniformly over the image:
+    the dark pixels deep inside the cells (2 px or more from a membrane, smoothed grey below
+    0.45 of white; a cell is drawn at 0.55 or brighter) fall in each quarter of the image, at
+    least a tenth of them in each over the 12 slices (a uniform placing: a quarter)."""
+    quarters = np.zeros((2, 2))
+    for img, lab in zip(builtin.images, builtin.labels):
+        deep = ndi.binary_erosion(lab == 255, np.ones((5, 5)))
+        dark = deep & (ndi.gaussian_filter(img.astype(float), 1) < 0.45 * 255)
+        quarters += [[dark[:128, :128].sum(), dark[:128, 128:].sum()],
+                     [dark[128:, :128].sum(), dark[128:, 128:].sum()]]
+    assert quarters.sum() > 1000 and (quarters / quarters.sum()).min() > 0.1
+
+
+# ---- load_source: the kinds of folders, and their messages ----------------------------------------
+
+def test_image_mask_pairs_are_instance_labels(tmp_path):
+    """A folder of *image* / *mask* pairs: the masks (one id per cell, 0 = background) are the
+    labels, kind "instances", described as image/mask pairs of the folder."""
+    rng = np.random.default_rng(0)
+    masks = np.zeros((2, 16, 16), np.uint16)
+    masks[:, 2:7, 2:7], masks[:, 9:14, 3:12] = 1, 300           # ids above 255
+    for k in range(2):
+        tifffile.imwrite(tmp_path / f"{k}_image.tif", rng.integers(0, 256, (16, 16), np.uint8))
+        tifffile.imwrite(tmp_path / f"{k}_mask.tif", masks[k])
+    data = load_source(str(tmp_path), str(tmp_path))
+    assert data.kind == "instances" and data.labels.dtype == np.int32
+    np.testing.assert_array_equal(data.labels, masks)
+    assert data.images.shape == (2, 16, 16)
+    assert data.description == f"image/mask pairs ({tmp_path})" and data.partial == [False] * 2
+
+
+def test_an_isbi_folder_and_a_challenge_set_are_their_files(tmp_path):
+    """The ISBI files: their images and labels, kind "membranes". A challenge set: its
+    reference frames, named sequence/frame."""
+    images, labels = synthetic_em(n=3, size=32, seed=0)
+    isbi = tmp_path / "isbi"
+    isbi.mkdir()
+    tifffile.imwrite(isbi / "train-volume.tif", images, photometric="minisblack")
+    tifffile.imwrite(isbi / "train-labels.tif", labels, photometric="minisblack")
+    data = load_source(str(isbi), "isbi")
+    np.testing.assert_array_equal(data.images, images)
+    np.testing.assert_array_equal(data.labels, labels)
+    assert data.kind == "membranes" and data.description == f"ISBI 2012 ({isbi})"
+    ctc = tmp_path / "ctc"
+    (ctc / "01").mkdir(parents=True)
+    (ctc / "01_GT" / "SEG").mkdir(parents=True)
+    for t in (0, 3):
+        mask = np.zeros((16, 16), np.uint16)
+        mask[2:9, 2:9] = 5
+        tifffile.imwrite(ctc / "01" / f"t{t:03d}.tif", (mask > 0).astype(np.uint8) * 200 + 20)
+        tifffile.imwrite(ctc / "01_GT" / "SEG" / f"man_seg{t:03d}.tif", mask)
+    data = load_source(str(ctc), str(ctc))
+    assert data.kind == "instances" and data.names == ["01/t000", "01/t003"]
+    assert data.description == f"cell tracking challenge set ({ctc}): 2 annotated frames, 0 partial"
+
+
+def test_a_missing_folder_is_one_line_that_names_it_as_given(tmp_path):
+    """--data as given, then the folder where it is not the same; "the run's data" for the
+    recorded one; for --data isbi, where that is looked for."""
+    missing = tmp_path / "nowhere"
+    cases = [(str(missing), f"--data {missing}: no such folder"),
+             ("nowhere", f"--data nowhere ({missing}): no such folder"),
+             (None, f"the run's data ({missing}): no such folder"),
+             ("isbi", f"--data isbi ({missing}): no such folder (`--data isbi` is "
+                      f"$TINYUNET_ISBI_DIR, else ../shared/data/isbi2012 beside the checkout)")]
+    for arg, message in cases:
+        with pytest.raises(DataError) as e:
+            load_source(str(missing), arg)
+        assert str(e.value) == message
+
+
+# ---- choose_data, parse_slices ---------------------------------------------------------------
+
+@pytest.mark.parametrize("flag, kw", [("--train-slices", "train_slices"),
+                                      ("--val-slices", "val_slices")])
+def test_a_slice_that_does_not_exist_names_its_flag(monkeypatch, flag, kw):
+    monkeypatch.setitem(selection.SYNTHETIC, "size", 32)         # 12 small slices
+    with pytest.raises(DataError) as e:
+        choose_data("synthetic", **{kw: "3,12"})
+    assert str(e.value) == f"{flag} 3,12: slice 12 does not exist: the data has 12 slices (0-11)"
+
+
+def test_a_data_seed_that_is_not_the_runs_says_the_runs():
+    run = dict(source="synthetic", seed=3, train_slices="0-9", val_slices="10-11")
+    with pytest.raises(DataError) as e:
+        choose_data(data_seed=5, run=run)
+    assert str(e.value) == "--data-seed 5 is not this run's (3)"
+
+
+def test_parse_slices_takes_0_to_n_minus_1_and_names_slices_by_default():
+    """n slices are 0 .. n-1: slice n does not exist. Without a flag the messages say --slices."""
+    assert parse_slices("0-2,4", 5) == [0, 1, 2, 4]
+    assert parse_slices("4", 5) == [4]
+    with pytest.raises(DataError) as e:
+        parse_slices("5", 5)
+    assert str(e.value) == "--slices 5: slice 5 does not exist: the data has 5 slices (0-4)"
+    with pytest.raises(DataError, match=r"^--slices 'x': expected slice numbers"):
+        parse_slices("x", 5)
+
+
+# ---- TileSampler ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float64, np.uint8])
+def test_the_sampler_takes_its_images_as_float32(dtype):
+    """Images of another type are taken as float32 (as the docstring says they are): the
+    samples of a float64 or uint8 stack are, bit for bit, those of its float32 copy (kept as
+    they come, a float64 image would be interpolated in float64, a uint8 one rounded)."""
+    rng = np.random.default_rng(0)
+    images = (rng.random((2, 40, 40)) * 200).astype(dtype)
+    classes = (rng.random((2, 40, 40)) > 0.5).astype(np.uint8)
+    weights = rng.random((2, 40, 40)).astype(np.float32)
+    given = TileSampler(images, classes, weights, tile=28, out=12)
+    copy = TileSampler(images.astype(np.float32), classes, weights, tile=28, out=12)
+    for seed in range(3):
+        for a, b in zip(given.sample(np.random.default_rng(seed)),
+                        copy.sample(np.random.default_rng(seed))):
+            assert a.dtype == b.dtype
+            np.testing.assert_array_equal(a, b)
+
+
+def test_the_eight_flips_and_rotations_are_equally_likely():
+    """flips=True: one of the 4 rotations, then a mirror or not, each equally likely: over 800
+    samples of an 8 x 8 image (tile = output = image: no shift), each rotation 200 +- 50 times
+    (4 standard deviations: 12) and the mirrored ones 400 +- 56 (4 sd: 14 each way)."""
+    img = np.arange(64, dtype=np.float32).reshape(1, 8, 8)
+    s = TileSampler(img, np.zeros((1, 8, 8), np.uint8), np.ones((1, 8, 8), np.float32),
+                    tile=8, out=8, elastic=False, grey=False)
+    views = [np.rot90(img[0], r)[:, ::-1] if m else np.rot90(img[0], r)
+             for m in (0, 1) for r in range(4)]
+    rng, counts = np.random.default_rng(0), np.zeros(8, int)
+    for _ in range(800):
+        x = s.sample(rng)[0][0, 0]
+        counts[int(np.argmin([np.abs(x - v).max() for v in views]))] += 1
+    rotations, mirrored = counts[:4] + counts[4:], counts[4:].sum()
+    assert (abs(rotations - 200) < 50).all() and abs(mirrored - 400) < 56, counts
+
+
+def test_the_grey_change_is_a_gain_exp_z1_and_an_offset_z2():
+    """docs/09-training.md: gain exp(N(0, 0.1)), offset N(0, 0.1), drawn after the tile and its
+    geometry: x * exp(z1) + z2, where z1, z2 are the next two N(0, 0.1) draws of the same rng."""
+    rng = np.random.default_rng(0)
+    images = rng.standard_normal((2, 30, 30)).astype(np.float32)
+    classes, weights = np.ones((2, 30, 30), np.uint8), np.ones((2, 30, 30), np.float32)
+    kw = dict(tile=20, out=8, elastic=False, flips=False)
+    for seed in range(4):
+        plain_rng = np.random.default_rng(seed)
+        plain = TileSampler(images, classes, weights, grey=False, **kw).sample(plain_rng)[0]
+        z1, z2 = plain_rng.normal(0.0, 0.1), plain_rng.normal(0.0, 0.1)
+        changed = TileSampler(images, classes, weights, **kw).sample(
+            np.random.default_rng(seed))[0]
+        np.testing.assert_allclose(changed, plain * np.exp(z1) + z2, rtol=1e-5, atol=1e-6)
+
+
+# ---- targets ----------------------------------------------------------------------------------
+
+def two_cells():
+    """12 x 12: a membrane of columns 5 and 6 between two cells: 24 of 144 pixels membrane."""
+    lab = np.full((12, 12), 255, np.uint8)
+    lab[:, 5:7] = 0
+    return lab
+
+
+@pytest.mark.parametrize("weighting, membrane, cell", [("balanced", 3.0, 0.6),
+                                                       ("none", 1.0, 1.0)])
+def test_the_weighting_named_is_the_one_made(weighting, membrane, cell):
+    """balanced: w_c = 1 / (2 * class frequency): membrane 1 / (2 / 6) = 3, cells
+    1 / (2 * 5 / 6) = 0.6 (mean 1); none: ones."""
+    _, w = targets(two_cells()[None], "membranes", weighting)
+    np.testing.assert_allclose(w[0], np.where(two_cells() == 0, membrane, cell), rtol=1e-6)
+
+
+@pytest.mark.parametrize("sigma", [2.0, 5.0])
+def test_the_sigma_given_is_the_border_terms(sigma):
+    """paper: w_c + w0 exp(-(d1 + d2)^2 / (2 sigma^2)) on the membrane: column 5 is d1 = 1 from
+    the left cell and d2 = 2 from the right one: 3 + 10 exp(-9 / (2 sigma^2)); the cells 0.6."""
+    _, w = targets(two_cells()[None], "membranes", "paper", w0=10.0, sigma=sigma)
+    border = 3 + 10 * np.exp(-9 / (2 * sigma ** 2))
+    np.testing.assert_allclose(w[0, 0], [0.6] * 5 + [border] * 2 + [0.6] * 5, rtol=1e-5)
+    np.testing.assert_array_equal(
+        w[0], weight_map(instances_from_mask(two_cells(), 255), w0=10.0, sigma=sigma))
