@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # the shorter the run (mutmut runs, per mutant, only those of these tests that reach the function)
 MODULES = {
     "tinyunet/metrics": ["tests/test_metrics.py", "tests/test_isbi_conventions.py",
-                         "tests/test_cells.py",
+                         "tests/test_cells.py", "tests/test_cell_metrics_rules.py",
                          "tests/test_evaluate_cli.py", "tests/test_warping.py"],
     "tinyunet/data": ["tests/test_data.py", "tests/test_data_rules.py", "tests/test_cells.py",
                       "tests/test_robust.py"],

@@ -16,8 +16,9 @@ def _overlaps(pred, ref):
     the reference and predicted cells ({id: pixels})."""
     pred, ref = np.asarray(pred), np.asarray(ref)
     both = (ref > 0) & (pred > 0)
-    pairs, n = np.unique(np.stack([ref[both], pred[both]]).astype(np.int64), axis=1,
-                         return_counts=True)
+    # each side to int64 on its own: stacking int64 with uint64 would round ids above 2**53
+    pairs, n = np.unique(np.stack([ref[both].astype(np.int64), pred[both].astype(np.int64)]),
+                         axis=1, return_counts=True)
     ref_ids, ref_n = np.unique(ref[ref > 0], return_counts=True)
     pred_ids, pred_n = np.unique(pred[pred > 0], return_counts=True)
     return pairs[0], pairs[1], n, dict(zip(ref_ids.tolist(), ref_n.tolist())), \
