@@ -1,6 +1,8 @@
 """The ISBI scores' conventions, each on a case small enough to work out by hand: empty images,
 a pixel exactly at the threshold, Fiji's threshold loop, the masks of merged and split cells, and
 a stack's scores against the single-slice functions they are made of (a literal reference)."""
+from collections import Counter
+
 import numpy as np
 import pytest
 
@@ -72,6 +74,32 @@ def test_contingency_keys_do_not_collide():
     pr = np.array([[2, 1, 2, 1], [1, 2, 1, 2]])       # two predicted segments
     n_ij, s_i, t_j, singles = isbi._contingency(gt, pr)
     assert sorted(n_ij) == [1.0] * 8 and sorted(t_j) == [4.0, 4.0] and singles == 0
+    # three predicted ids (base 4): pairs (5, 1) and (1, 2) are different cells of the table,
+    # though 5 / 4 + 1 == 1 / 4 + 2 exactly; so are (2, 3) and the rest
+    n_ij, s_i, t_j, singles = isbi._contingency(np.array([[1, 5, 2]]), np.array([[2, 1, 3]]))
+    assert sorted(n_ij) == [1.0, 1.0, 1.0] and sorted(s_i) == [1.0] * 3
+
+
+def test_contingency_is_the_table_of_pair_counts():
+    """n_ij = pixels of true segment i in predicted segment j > 0, counted by a dictionary; s_i,
+    t_j its row and column sums (t_j without the singletons), singletons = predicted 0 inside."""
+    rng = np.random.default_rng(7)
+    for _ in range(20):
+        gt = rng.integers(0, 30, (9, 11))            # 0 = outside the ground-truth foreground
+        pr = rng.integers(0, 8, (9, 11))             # 0 = singletons
+        table, rows, cols, singles = Counter(), Counter(), Counter(), 0
+        for g, p in zip(gt.ravel(), pr.ravel()):
+            if g == 0:
+                continue
+            rows[g] += 1
+            if p == 0:
+                singles += 1
+            else:
+                table[g, p] += 1
+                cols[p] += 1
+        n_ij, s_i, t_j, n_singles = isbi._contingency(gt, pr)
+        assert sorted(n_ij) == sorted(table.values()) and n_singles == singles
+        assert sorted(s_i) == sorted(rows.values()) and sorted(t_j) == sorted(cols.values())
 
 
 def test_info_fscore_from_its_definition_with_singletons():
@@ -118,6 +146,37 @@ def test_merged_and_split_masks_are_the_true_cells_concerned():
     got = isbi.merges_and_splits(pred, truth)
     assert (got["split"] == c).all() and got["splits"] == 1 and got["merges"] == 1
     assert isbi.merges_and_splits(pred, truth, min_pixels=21)["splits"] == 0
+
+
+def test_the_background_is_not_a_predicted_cell_that_merges_or_splits():
+    """Pixels predicted as background overlap no predicted cell: two true cells both missed are
+    not merged, and a true cell half missed is not split. Every true cell is in the masks when
+    concerned, the first one labelled (top left) too."""
+    truth = np.zeros((12, 20), bool)
+    truth[1:6, 1:9] = truth[1:6, 11:19] = True         # A and B: 40 px each
+    none = isbi.merges_and_splits(np.zeros_like(truth), truth)
+    assert (none["merges"], none["splits"]) == (0, 0)
+    assert not none["merged"].any() and not none["split"].any()
+    half = np.zeros_like(truth)
+    half[1:6, 1:5] = True                              # 20 px of A predicted, 20 px missed
+    got = isbi.merges_and_splits(half, truth)
+    assert (got["merges"], got["splits"]) == (0, 0) and not got["split"].any()
+    half[1:6, 6:9] = True                              # and a second piece of 15 px
+    got = isbi.merges_and_splits(half, truth, min_pixels=15)
+    a = np.zeros_like(truth)
+    a[1:6, 1:9] = True
+    assert got["splits"] == 1 and (got["split"] == a).all() and not got["merged"].any()
+
+
+@pytest.mark.parametrize("score", [isbi.rand_fscore, isbi.merges_and_splits])
+def test_single_slice_scores_refuse_a_stack_or_two_shapes(score):
+    """rand_fscore and merges_and_splits score one 2-D slice (4-connected cells): a stack, or a
+    prediction and a truth of different shapes, is refused saying what is expected."""
+    with pytest.raises(ValueError, match=r"prediction \(2, 4, 4\) and ground truth \(2, 4, 4\) "
+                                         "must be 2-D images of one shape"):
+        score(np.ones((2, 4, 4), bool), np.ones((2, 4, 4), bool))
+    with pytest.raises(ValueError, match=r"prediction \(4, 4\) and ground truth \(4, 5\)"):
+        score(np.ones((4, 4), bool), np.ones((4, 5), bool))
 
 
 def blobs(rng, n=40):

@@ -232,3 +232,75 @@ def test_evaluate_picks_one_threshold_for_the_stack():
     assert len(res["per_slice"]) == 2 and "v_info" in res["per_slice"][0]
     assert metrics.THINNED_THRESHOLDS[-1] == pytest.approx(1.0) and \
         len(metrics.THINNED_THRESHOLDS) == 11
+
+
+# ---- the visiting order -------------------------------------------------------------------------
+
+def cut_across(p_left, p_right, t):
+    """A cell 2 px wide; the prediction cuts it across at row 5, with p_left at (5, 1) and
+    p_right at (5, 2). The first of the two visited is simple and is flipped; the second would
+    then split the cell and stays: the one left tells which went first."""
+    truth = np.zeros((12, 4), bool)
+    truth[1:-1, 1:3] = True
+    prob = np.where(truth, 1.0, 0.0)
+    prob[5, 1], prob[5, 2] = p_left, p_right
+    warped, mism, kinds = metrics.warp_ground_truth(prob, truth, t)
+    assert warped.dtype == bool and [KINDS[k] for k in kinds] == ["split"]
+    assert (~warped).sum() == truth.size - truth.sum() + 1       # a bool mask, one pixel flipped
+    r_warped, r_mism = ref.warp_ground_truth(prob, truth, t)
+    assert (warped == r_warped).all() and mism.tolist() == [list(r_mism[0])]
+    return tuple(mism[0])
+
+
+Q = float(np.float32(0.05))                               # a float32 value and the one below it
+Q_BELOW = float(np.nextafter(np.float32(0.05), np.float32(0)))
+
+
+@pytest.mark.parametrize("p_left, p_right, t, left", [
+    (0.1, 0.2, 0.5, (5, 2)),       # |p - t| = 0.4 and 0.3: the left pixel goes first
+    (0.2, 0.1, 0.5, (5, 1)),       # the right one is the more confident: it goes first
+    (0.1, 0.1, 0.5, (5, 2)),       # a tie: column by column, the left one first
+    # ties are those of the float32 map, as Fiji stores it: 0.5 - 1e-9 and 0.5 - 3e-9 are both
+    # 0.5 in float32 (|p - t| = 0 and 0), though the right one is farther from t in float64
+    (0.5 - 1e-9, 0.5 - 3e-9, 0.5, (5, 2)),
+    # and |p - t| is rounded to float32 too: t - p = 0.849999999... and 0.850000002... are both
+    # 0.85 in float32, a tie, though the right one is larger in float64
+    (Q, Q_BELOW, 0.9, (5, 2)),
+])
+def test_the_most_confident_mismatch_is_visited_first(p_left, p_right, t, left):
+    assert cut_across(p_left, p_right, t) == left
+
+
+def test_ties_fall_column_by_column_whatever_the_sort():
+    """Gaps 2 px long through a 2-px membrane, every other row, at two confidences (0.9 and
+    0.7, alternating): the 0.9 gaps' pixels are visited first, then the 0.7 ones, each group
+    column by column (x outer): the left pixel of each gap grows the left cell and the right
+    one, which would merge the two cells, stays: every mismatch left is in column 5."""
+    truth = np.ones((41, 11), bool)
+    truth[:, 4:6] = False
+    prob = truth.astype(float)
+    rows = list(range(1, 40, 2))                          # 20 gaps, 40 tied mismatches
+    for k, r in enumerate(rows):
+        prob[r, 4:6] = 0.9 if k % 2 else 0.7
+    warped, mism, kinds = metrics.warp_ground_truth(prob, truth, 0.5)
+    assert sorted(map(tuple, mism.tolist())) == [(r, 5) for r in rows]
+    assert all(KINDS[k] == "merge" for k in kinds) and warped[rows, 4].all()
+
+
+def test_max_passes_stops_the_warp_after_that_many_passes():
+    """A cell the prediction grows by two columns to the left. Pass 1 visits column 2 first
+    (not simple: it touches no foreground), then column 3 (simple, next to the cell); pass 2
+    flips column 2. max_passes=1 stops with column 2 left, 0 flips nothing, None runs on."""
+    truth = np.zeros((8, 9), bool)
+    truth[2:6, 4:7] = True
+    pred = np.zeros_like(truth)
+    pred[2:6, 2:7] = True
+    prob = pred.astype(float)
+    warped, mism, _ = metrics.warp_ground_truth(prob, truth, max_passes=1)
+    assert sorted(map(tuple, mism.tolist())) == [(r, 2) for r in range(2, 6)]
+    assert (warped == (truth | (np.arange(9) == 3) & pred)).all()
+    warped, mism, _ = metrics.warp_ground_truth(prob, truth, max_passes=0)
+    assert (warped == truth).all() and len(mism) == 8
+    warped, mism, _ = metrics.warp_ground_truth(prob, truth)
+    assert (warped == pred).all() and len(mism) == 0
+    assert len(metrics.warp_ground_truth(prob, truth, max_passes=2)[1]) == 0

@@ -89,10 +89,10 @@ THINNED_THRESHOLDS = java_range(0.0, 1.0, 0.1)                # V_rand, V_info: 
 _FOUR = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]])
 
 
-def _check(prob, truth):
+def _check(prob, truth, what="probability map"):
     prob, truth = np.asarray(prob), np.asarray(truth)
     if prob.shape != truth.shape or prob.ndim != 2:
-        raise ValueError(f"probability map {prob.shape} and ground truth {truth.shape} must be "
+        raise ValueError(f"{what} {prob.shape} and ground truth {truth.shape} must be "
                          "2-D images of one shape")
     return prob, truth.astype(bool)
 
@@ -132,7 +132,9 @@ def _rand_f(sums):
 
 
 def rand_fscore(pred, truth):
-    """Foreground-restricted Rand F-score of a binary prediction against binary truth."""
+    """Foreground-restricted Rand F-score of a binary prediction against binary truth (one
+    2-D slice; a stack is refused, not scored as a volume)."""
+    pred, truth = _check(pred, truth, "prediction")
     gt_seg, _ = ndi.label(truth, structure=_FOUR)
     pr_seg, _ = ndi.label(pred, structure=_FOUR)
     return _rand_f(_rand_sums(gt_seg, pr_seg))
@@ -172,9 +174,9 @@ def merges_and_splits(pred, truth, min_pixels=20):
     least `min_pixels`) is split. Returns a dict: "merged" and "split" (boolean masks of the
     true cells concerned), "merges" (the number of predicted cells that merge) and "splits"
     (the number of true cells split). min_pixels ignores the slivers that every boundary
-    disagreement makes.
+    disagreement makes. One 2-D slice; a stack is refused.
     """
-    truth = np.asarray(truth, bool)
+    pred, truth = _check(pred, truth, "prediction")
     gt_seg, _ = ndi.label(truth, structure=_FOUR)
     pr_seg, _ = ndi.label(np.asarray(pred, bool), structure=_FOUR)
     both = (gt_seg > 0) & (pr_seg > 0)
