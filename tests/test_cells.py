@@ -174,10 +174,11 @@ def write_set(folder, frames=(0, 1, 2, 3, 4, 5), size=64, partial=(), silver=Tru
 def test_loading_a_challenge_set(tmp_path):
     folder = write_set(tmp_path / "set", partial=(2,))
     assert is_ctc_set(folder)
-    images, inst, names, partial = load_ctc(folder)
+    images, inst, names, partial, silver = load_ctc(folder)
     assert images.dtype == np.uint8 and inst.dtype == np.int32 and inst.max() == 303
     assert names[:2] == ["01/t000", "01/t001"] and partial == [False, False, True] + [False] * 3
     assert (inst[2] == -1).any() and not (inst[0] == -1).any()
+    assert silver == [False] * 6                               # every mask a reference one
     record, (train, val), _ = choose_data(str(folder))
     assert record["labels"] == "instances" and record["val_slices"] == "5"
     assert default_split(9, [False] * 8 + [True]) == ([0, 1, 2, 3, 4, 5, 6, 8], [7])
@@ -284,7 +285,7 @@ def test_a_silver_cell_covered_by_less_than_half_is_unannotated(tmp_path):
     _, cols = np.nonzero(ref == 302)                  # a 14 x 16 cell
     ref[(ref == 302) & (np.arange(64)[None, :] >= cols.min() + 5)] = 0   # 5 of its 16 columns
     tifffile.imwrite(path, ref)
-    _, inst, _, partial = load_ctc(folder)
+    _, inst, _, partial, _ = load_ctc(folder)
     assert partial == [False, True] and (inst[1][ref == 302] == 302).all()
 
 

@@ -27,7 +27,7 @@ WIDTHS = (0, 1, 2, 3, 4)
 def main():
     rows = []
     for name in ("DIC-C2DH-HeLa", "PhC-C2DH-U373"):
-        _, inst, _, partial = load_ctc(CTC_DIR / name)
+        _, inst, _, partial, _ = load_ctc(CTC_DIR / name)
         full = inst[[i for i, p in enumerate(partial) if not p]]
         for b in WIDTHS:
             classes = [instance_classes(r, b) for r in full]

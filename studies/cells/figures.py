@@ -101,7 +101,7 @@ def main():
             print(f"{group}: only its logs are here ({run}): rerun it for the frame figures")
             continue
         cfg = json.loads((run / "config.json").read_text())
-        images, inst, names, _ = load_ctc(CTC_DIR / name)
+        images, inst, names, _, _ = load_ctc(CTC_DIR / name)
         val = parse_slices(cfg["data"]["val_slices"], len(images))
         trained = [names[i] for i in parse_slices(cfg["data"]["train_slices"], len(images))]
         model, meta = model_from_checkpoint(run / "latest.npz")

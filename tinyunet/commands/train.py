@@ -17,7 +17,9 @@ with the ISBI files (train-volume.tif, train-labels.tif), a cell tracking challe
 $TINYUNET_ISBI_DIR (default ../shared/data/isbi2012 beside the checkout). Instance data trains
 with separation borders and the cells preset, and validates by SEG. The last sixth of the
 slices (at least one) validates, the others train (ISBI: 0-24 and 25-29), unless
---train-slices / --val-slices say otherwise.
+--train-slices / --val-slices say otherwise. --silver trains a challenge set on its silver
+truth too (the challenge's GT+ST training): the slices are all the frames, and the validation
+slices a block held out of training, scored on its reference frames (tinyunet/data/selection.py).
 
 Each run writes a run directory (checkpoints, log, figures; see tinyunet/train.py) whose
 config.json records the data. Ctrl-C saves the run; --resume continues it on the same data
@@ -56,6 +58,12 @@ def build_parser():
                          "sixth)")
     ap.add_argument("--val-slices", metavar="SLICES",
                     help="slices to validate on (default: the last sixth, at least one)")
+    ap.add_argument("--silver", action="store_true",
+                    help="a cell tracking challenge set: train on the silver truth (NN_ST/SEG) "
+                         "of every frame without a reference mask too; the slices are then all "
+                         "the frames, and --val-slices a block held out of training (default: "
+                         "from the first default validation frame to the end), validated on "
+                         "its reference frames")
     ap.add_argument("--preset", choices=list(PRESETS), default=None,
                     help="network, tile and recipe: paper (base 64, 572), cpu (base 16, 380; "
                          "the default for a folder of membrane labels), cells (the cpu network "
@@ -115,7 +123,7 @@ def main(argv=None):
     dev = run_device(args.device, saved)
     data, (train, val), name = choose_data(args.data, args.train_slices, args.val_slices,
                                            args.data_seed, saved and saved.get("data"),
-                                           args.resume)
+                                           args.resume, args.silver or None)
     cfg = make_config(args, saved, dev, data)
     if saved:
         run_dir = Path(args.resume)
@@ -129,9 +137,11 @@ def main(argv=None):
         except ValueError as e:
             raise UserError(f"--out {args.out}: {e}") from None
     # every argument is checked: from here on, things are written
+    held = (f"; the validation slices are the reference frames of slices {data['val_slices']}, "
+            f"held out of training with their silver truth" if data.get("silver") else "")
     print(f"data: {name}: {len(train[0])} training and {len(val[0])} validation slices "
           f"of {train[0].shape[1]}x{train[0].shape[2]} (slices {data['train_slices']} and "
-          f"{data['val_slices']})")
+          f"{data['val_slices']}){held}")
     print(f"run directory: {run_dir}")
     announce_compiling()
     try:
