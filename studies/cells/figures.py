@@ -46,7 +46,14 @@ from tinyunet.instances import label_cells
 FIGURES = STUDY.home / "figures"
 RUNS = {"presets/hela": "DIC-C2DH-HeLa", "presets/u373": "PhC-C2DH-U373",
         "weights/hela-balanced": "DIC-C2DH-HeLa", "weights/hela-none": "DIC-C2DH-HeLa",
-        "weights/hela-w0-25": "DIC-C2DH-HeLa"}
+        "weights/hela-w0-25": "DIC-C2DH-HeLa", "weights/u373-w0-25": "PhC-C2DH-U373",
+        "seeds/u373-seed-1": "PhC-C2DH-U373", "seeds/u373-w0-25-seed-1": "PhC-C2DH-U373",
+        "silver/hela": "DIC-C2DH-HeLa", "silver/u373": "PhC-C2DH-U373"}
+WEIGHTINGS = ("presets/hela", "weights/hela-")      # the weight-map comparison (weights.md)
+# the block of frames that the silver runs hold out of training (run.py): its frames without a
+# reference mask, against the silver truth, are frames no run of the study trains on, the ones
+# to compare every run on and to choose on (block.md)
+BLOCKS = {"DIC-C2DH-HeLa": range(36, 58), "PhC-C2DH-U373": range(77, 115)}
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 
 
@@ -55,15 +62,18 @@ def probabilities(model, meta, images, tile):
             for im in normalise(images, meta["mean"], meta["std"])]
 
 
-def silver_scores(model, meta, cfg, name, trained):
-    """The frames without a reference mask against the silver truth: SEG at each threshold,
-    and at the preset's 0.5 the frames, their merged and split cells and their cell counts."""
+def silver_scores(model, meta, cfg, name, trained, only=None):
+    """The frames that the run never trained on, against the silver truth (only: just the
+    frames of these numbers that have no reference mask): SEG at each threshold, and at the
+    preset's 0.5 the frames, their merged and split cells and their cell counts."""
     folder = CTC_DIR / name
     seq = sorted(p.parent.name[:-3] for p in folder.glob("*_GT/SEG"))[0]
+    reference = {p.name for p in (folder / f"{seq}_GT" / "SEG").glob("man_seg*.tif")}
     probs, ref, frames = [], [], []
     for st in sorted((folder / f"{seq}_ST" / "SEG").glob("man_seg*.tif")):
         t = re.findall(r"\d+", st.name)[-1]
-        if f"{seq}/t{t}" in trained:
+        if f"{seq}/t{t}" in trained or only is not None and (int(t) not in only
+                                                             or st.name in reference):
             continue
         probs += probabilities(model, meta, load_stack(folder / seq / f"t{t}.tif"), cfg["tile"])
         ref.append(load_stack(st, labels=True)[0].astype(np.int32))
@@ -91,7 +101,7 @@ def frames_table(rows):
 
 
 def main():
-    rows, merges, curves, weights, thresholds = [], {}, {}, {}, []
+    rows, merges, curves, weights, thresholds, block = [], {}, {}, {}, [], []
     for group, name in RUNS.items():
         run = STUDY.run_dir_of(group)
         if run is None or not (run / "final_metrics.json").exists():
@@ -101,8 +111,11 @@ def main():
             print(f"{group}: only its logs are here ({run}): rerun it for the frame figures")
             continue
         cfg = json.loads((run / "config.json").read_text())
-        images, inst, names, _, _ = load_ctc(CTC_DIR / name)
+        gtst = bool(cfg["data"].get("silver"))
+        images, inst, names, partial, is_silver = load_ctc(CTC_DIR / name, silver=gtst)
         val = parse_slices(cfg["data"]["val_slices"], len(images))
+        if gtst:                                   # the block's full reference frames validate
+            val = [i for i in val if not is_silver[i] and not partial[i]]
         trained = [names[i] for i in parse_slices(cfg["data"]["train_slices"], len(images))]
         model, meta = model_from_checkpoint(run / "latest.npz")
         probs = probabilities(model, meta, images[val], cfg["tile"])
@@ -128,7 +141,13 @@ def main():
                     f"thresholds {', '.join(f'{t}: {s:.4f}' for t, s in by_t.items())}; "
                     f"silver truth of the {n} frames without a reference: SEG "
                     f"{silver['seg']:.4f}, F1 {silver['f1']:.3f} |")
-        if name == "DIC-C2DH-HeLa":
+        held = silver_scores(model, meta, cfg, name, trained, only=BLOCKS[name])
+        block.append(f"| {group} | {weighting(cfg)} | "
+                     f"{'reference + silver' if gtst else 'reference'} | {cfg['seed']} | "
+                     f"{cfg['steps']} | {by_t[0.5]:.4f} | {held['seg']['seg']:.4f} / "
+                     f"{held['seg']['f1']:.3f} | {held['frames'][0]}-{held['frames'][-1]} "
+                     f"({len(held['frames'])}) |")
+        if group.startswith(WEIGHTINGS):
             merges[group] = (images[val[0]], cells[0], inst[val[0]], names[val[0]])
             final = json.loads((run / "final_metrics.json").read_text())["last"]
             val_ms = metrics.merged_and_split_cells(np.stack(cells), inst[val])
@@ -144,6 +163,11 @@ def main():
         log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
         curves[group] = [(r["step"], r["val"]["seg"]) for r in log if "val" in r]
     frames_table(rows)
+    if block:
+        STUDY.write_table("block.md", "| run | weighting | masks trained on | seed | steps | "
+                          "validation SEG (reference frames, last checkpoint) | silver truth of "
+                          "the held-out block: SEG / F1 | its frames (how many) |\n"
+                          "|---|---|---|---|---|---|---|---|", block)
     if thresholds:
         STUDY.write_table("thresholds.md", "| run | weighting | "
                           + " | ".join(f"silver truth: SEG at {t}" for t in THRESHOLDS)
