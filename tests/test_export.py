@@ -5,6 +5,7 @@ command."""
 import importlib.util
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -39,6 +40,13 @@ def test_onnx_equals_tinyunet(tmp_path, depth):
                                                      "Slice", "Concat", "Softmax"}
     dims = [d.dim_param or d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
     assert dims == ["batch", 1, "height", "width"]                 # dynamic batch and space
+    # every node has a name of its own (what Netron and onnxruntime's errors show): a
+    # convolution's is its layer's, the name of its weights less ".weight"
+    names = [n.name for n in proto.graph.node]
+    assert all(names) and len(set(names)) == len(names)
+    convs = [n for n in proto.graph.node if n.op_type in ("Conv", "ConvTranspose")]
+    assert len(convs) == 5 * depth + 3    # a level: 2 down, 1 up-convolution + 2 up; 2 + 1 out
+    assert all(n.input[1] == n.name + ".weight" for n in convs)
     assert export.check_export(model, export.onnx_runner(path)) <= 1e-5
 
 
@@ -235,3 +243,182 @@ def test_a_cell_models_package_says_how_its_cells_are_made():
     membranes = dict(meta, train_config=dict(labels="membrane", border=3, min_cell=50))
     assert "instances" not in export.rdf(membranes, "m", "d", 92, files)["config"]["tinyunet"]
     assert "From probabilities to cells" not in export._readme("m", "d", membranes, model, None)
+
+
+def test_the_readme_says_what_the_package_computes_and_how_it_was_trained():
+    """README.md: a title, the description, then the sections What it computes, Training,
+    Validation (with the scores given, as JSON) and Cite, each heading between blank lines as
+    Markdown wants them; the numbers are the model's and its run's. Worked out for depth 2:
+    valid sizes 44 + 4 n; each 3 x 3 convolution takes 1 px off each side, two per level, at
+    scales 1, 2, 4 (bottom), 2, 1: 2 + 4 + 8 + 4 + 2 = 20 px a side, 40 px smaller; 16-bit
+    grey values are divided by 65535."""
+    import json
+    model = trained_like(depth=2, base=4)
+    meta = dict(model=model.config, mean=0.25, std=0.125, image_dtype="uint16",
+                train_config=dict(steps=7, optimizer="sgd", tile=92, weighting="paper",
+                                  data=dict(source="/data/isbi2012")))
+    scores = {"checkpoint": "best.npz", "step": 5, "plain": {"rand_error": 0.0625}}
+    readme = export._readme("my model", "What it does.", meta, model, scores)
+    lines = readme.split("\n")
+    assert lines[:6] == ["# my model", "", "What it does.", "", "## What it computes", ""]
+    headings = [k for k, line in enumerate(lines) if line.startswith("#")]
+    assert [lines[k] for k in headings] == ["# my model", "## What it computes", "## Training",
+                                            "## Validation", "## Cite"]
+    for k in headings[1:]:
+        assert lines[k - 1] == lines[k + 1] == "", lines[k - 1:k + 2]
+    computes, training = lines[headings[1] + 2], lines[headings[2] + 2]
+    assert computes == ("Input: one grey channel, any size of the form 44 + 4 n px (valid tile "
+                        "sizes); output: P(class) per pixel for 2 classes (background, cell), "
+                        "40 px smaller than the input (valid convolutions: no padding). "
+                        "Preprocessing: grey values / 65535 (uint16), minus 0.250000, divided "
+                        "by 0.125000 (the training images' mean and standard deviation).")
+    assert training == ("Trained with tinyunet: 7 steps of sgd on tiles of 92 px, the weighted "
+                        "cross-entropy of the paper (weighting paper), elastic deformation, "
+                        "data /data/isbi2012.")
+    fences = [k for k, line in enumerate(lines) if line == "```"]
+    assert len(fences) == 2 and headings[3] < fences[0] < fences[1] < headings[4]
+    assert json.loads("\n".join(lines[fences[0] + 1:fences[1]])) == scores
+    assert readme.endswith(f"\n## Cite\n\n{export.PAPER} (doi:{export.PAPER_DOI}).\n")
+
+
+def test_the_check_is_the_largest_difference_over_seeded_inputs_of_several_sizes():
+    """check_export runs the export on inputs drawn from default_rng(seed) (seed 0 unless
+    given), a batch of 2 of each of the three smallest valid sizes and one of the smallest by
+    the largest (non-square), float32, and gives the largest absolute difference from the
+    float64 forward over all of them: here an export off by 0.01 k on its k-th input is off by
+    0.03."""
+    model = trained_like(depth=2, base=2)
+    seen = []
+
+    def run(x):
+        seen.append(x)
+        return export.reference_probabilities(model, x) + 0.01 * (len(seen) - 1)
+
+    assert export.check_export(model, run) == pytest.approx(0.03, rel=0, abs=1e-12)
+    rng = np.random.default_rng(0)
+    want = [(44, 44), (48, 48), (52, 52), (44, 52)]              # depth 2: 44 + 4 n
+    assert [x.shape for x in seen] == [(2, 1, h, w) for h, w in want]
+    for x, (h, w) in zip(seen, want):
+        assert x.dtype == np.float32
+        np.testing.assert_array_equal(x, rng.standard_normal((2, 1, h, w)).astype(np.float32))
+    again = []
+    export.check_export(model, lambda x: again.append(x) or export.reference_probabilities(
+        model, x), seed=0, batch=1, sizes=[48])
+    np.testing.assert_array_equal(again[0], np.random.default_rng(0).standard_normal(
+        (1, 1, 48, 48)).astype(np.float32))
+
+
+@needs_onnx
+def test_a_torchscript_export_is_checked_by_running_the_file_it_wrote(tmp_path, monkeypatch):
+    """export(checkpoint, "torchscript", out) writes out and checks that file with the
+    TorchScript runner (stood in for here by ONNX, so that no PyTorch is needed): it returns
+    (out, the check's largest difference)."""
+    from .conftest import write_checkpoint
+    checkpoint, _ = write_checkpoint(tmp_path / "best.npz", trained_like())
+    ran = []
+
+    def runner(path):
+        ran.append(path)
+        return export.onnx_runner(path)
+    monkeypatch.setattr(export, "to_torchscript", export.to_onnx)
+    monkeypatch.setattr(export, "torchscript_runner", runner)
+    out = tmp_path / "m.pt"
+    path, worst = export.export(checkpoint, "torchscript", out)
+    assert path == out and ran == [out] and out.is_file()
+    assert 0 < worst <= 1e-5
+
+
+@needs_onnx
+def test_the_onnx_check_runs_on_onnxruntimes_cpu_provider(tmp_path, monkeypatch):
+    """The check runs the ONNX file on the CPU provider, named (a GPU build of onnxruntime
+    refuses a session whose providers are not named)."""
+    import onnxruntime
+    made = []
+    session = onnxruntime.InferenceSession
+
+    def spy(path, **kw):
+        made.append(kw)
+        return session(path, **kw)
+    monkeypatch.setattr(onnxruntime, "InferenceSession", spy)
+    model = trained_like()
+    run = export.onnx_runner(export.to_onnx(model, tmp_path / "m.onnx"))
+    assert made == [dict(providers=["CPUExecutionProvider"])]
+    x = np.zeros((1, 1, 44, 44), np.float32)
+    assert run(x).shape == (1, 2, 4, 4)                              # 44 - 40
+
+
+def test_the_rdf_names_its_axes_weights_authors_and_output_size(monkeypatch):
+    """rdf.yaml: the axes batch, channel, y, x (the ids the spec's tools read); the output's
+    size is the input's plus `offset` (default: minus twice the margin, -40 at depth 2); the
+    TorchScript weights name the ONNX ones as their parent where both are there (the spec wants
+    one root) and none where they are alone; the authors given, else tinyunet."""
+    import sys
+    from types import SimpleNamespace
+    monkeypatch.setitem(sys.modules, "torch", SimpleNamespace(__version__="2.3.1+cpu"))
+    model = trained_like(depth=2, base=4)
+    meta = dict(model=model.config, mean=0.5, std=0.2)
+    files = dict(test_input="t.npy", test_output="o.npy", sample_input="s.tif",
+                 sample_output="so.tif", readme="README.md", onnx="model.onnx",
+                 torchscript="model.pt")
+    doc = export.rdf(meta, "m", "d", 92, files)
+    for tensor in doc["inputs"] + doc["outputs"]:
+        assert [a.get("id", a["type"]) for a in tensor["axes"]] == ["batch", "channel", "y",
+                                                                    "x"]
+    assert [a["size"] for a in doc["outputs"][0]["axes"][2:]] == [
+        dict(tensor_id="raw", axis_id="y", offset=-40), dict(tensor_id="raw", axis_id="x",
+                                                             offset=-40)]
+    assert doc["weights"] == dict(
+        onnx=dict(source="model.onnx", opset_version=17),
+        torchscript=dict(source="model.pt", pytorch_version="2.3.1", parent="onnx"))
+    assert doc["authors"] == [dict(name="tinyunet")]
+    alone = {k: v for k, v in files.items() if k != "onnx"}
+    other = export.rdf(meta, "m", "d", 92, alone, offset=-36, authors=[dict(name="A. Person")])
+    assert other["weights"] == dict(torchscript=dict(source="model.pt",
+                                                     pytorch_version="2.3.1"))
+    assert [a["size"]["offset"] for a in other["outputs"][0]["axes"][2:]] == [-36, -36]
+    assert other["authors"] == [dict(name="A. Person")]
+
+
+def test_a_package_goes_into_new_folders_with_the_scores_in_its_rdf(tmp_path):
+    """to_bioimageio makes the package's folder and the folders above it; the scores given are
+    in rdf.yaml's config (tinyunet: scores) as in the README."""
+    import json
+
+    from .conftest import write_checkpoint
+    yaml = pytest.importorskip("yaml", reason="the 'export' extra: pip install 'tinyunet[export]'")
+    checkpoint, _ = write_checkpoint(tmp_path / "best.npz", trained_like())
+    scores = {"checkpoint": "best.npz", "step": 5, "plain": {"rand_error": 0.0625}}
+    out = export.to_bioimageio(checkpoint, tmp_path / "new" / "deeper" / "pkg", formats=(),
+                               scores=scores)
+    assert out == tmp_path / "new" / "deeper" / "pkg"
+    doc = yaml.safe_load((out / "rdf.yaml").read_text())
+    assert doc["config"]["tinyunet"]["scores"] == scores
+    assert json.dumps(scores, indent=1) in (out / "README.md").read_text()
+
+
+@needs_onnx
+def test_a_zip_goes_into_an_existing_folder_and_is_built_beside_it(tmp_path, monkeypatch):
+    """A .zip out in a folder that is there already; the package is put together in a
+    temporary folder inside the zip's own folder (not the system's temporary folder, which may
+    be small or elsewhere), which goes afterwards."""
+    import zipfile
+
+    from .conftest import write_checkpoint
+    checkpoint, _ = write_checkpoint(tmp_path / "run" / "best.npz", trained_like(base=2))
+    built = []
+    to_bioimageio = export.to_bioimageio
+
+    def spy(checkpoint, out, **kw):
+        built.append(Path(out))
+        return to_bioimageio(checkpoint, out, **kw)
+    monkeypatch.setattr(export, "to_bioimageio", spy)
+    find_spec = importlib.util.find_spec             # PyTorch taken as absent: ONNX weights only
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "torch" else find_spec(name, *a))
+    out = tmp_path / "pkg.zip"
+    assert export.export(checkpoint, "bioimageio", out)[0] == out
+    assert len(built) == 1 and built[0].parent.parent == tmp_path
+    assert not built[0].parent.exists()
+    with zipfile.ZipFile(out) as z:
+        assert {"rdf.yaml", "model.onnx"} <= set(z.namelist())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pkg.zip", "run"]

@@ -1,4 +1,5 @@
 """Training pipeline: samples, checkpoints (atomic, round trip, errors), exact resume, Ctrl-C."""
+import io
 import json
 
 import numpy as np
@@ -413,3 +414,143 @@ def test_a_resume_takes_only_the_same_normalisation(data, tmp_path, factor, refu
             Trainer(small_cfg(), *data, tmp_path / "run", resume=True, progress=False)
     else:
         Trainer(small_cfg(), *data, tmp_path / "run", resume=True, progress=False).lock.close()
+
+
+class _Stream(io.StringIO):
+    """A stand-in for stderr: a terminal or not (isatty), keeping what was there at each flush."""
+
+    def __init__(self, tty):
+        super().__init__()
+        self.tty, self.flushed = tty, []
+
+    def isatty(self):
+        return self.tty
+
+    def flush(self):
+        self.flushed.append(self.getvalue())
+        super().flush()
+
+
+@pytest.mark.parametrize("signum, name", [("SIGINT", "Ctrl-C"), ("SIGTERM", "SIGTERM"),
+                                          ("SIGHUP", "SIGHUP")])
+def test_a_signal_stops_the_run_after_its_step_saves_it_and_says_which(data, tmp_path, capsys,
+                                                                      signum, name):
+    """Ctrl-C, SIGTERM or SIGHUP during a step: the run says which signal came, and that a
+    second one stops at once; it finishes the step, saves it and stops (Stopped, with the
+    signal's number for the exit status)."""
+    import os
+    import signal
+
+    from tinyunet.rundir import Stopped
+    signum = getattr(signal, signum)
+
+    def signal_at_2(trainer):
+        if trainer.step == 2:
+            os.kill(os.getpid(), signum)
+
+    t = Trainer(small_cfg(steps=3, val_every=3), *data, tmp_path / "run", progress=False,
+                callback=signal_at_2)
+    with pytest.raises(Stopped, match=r"^stopped at step 2; checkpoint saved in ") as e:
+        t.run()
+    assert e.value.signum == signum
+    assert (f"{name}: stopping after this step and saving it ({name} again to stop at once)\n"
+            in capsys.readouterr().out)
+    assert load_checkpoint(tmp_path / "run" / "latest.npz")[0]["step"] == 2
+
+
+def test_a_second_signal_stops_at_once_and_a_resume_goes_back_to_the_checkpoints_log(
+        data, tmp_path):
+    """Two signals: the run stops at once without saving and names the checkpoint that stands
+    (here the step-4 one it was resumed from); resumed from it, log.jsonl goes back to the
+    lines that checkpoint had (the step-5 line written after it goes), so the log ends as an
+    uninterrupted run's would, each step once. A run whose log.jsonl was removed resumes with
+    an empty one."""
+    import os
+    import signal
+
+    from tinyunet.rundir import Stopped
+    run = tmp_path / "run"
+
+    def stop_at_4(trainer):
+        if trainer.step == 4:
+            raise KeyboardInterrupt
+
+    def twice_at_5(trainer):
+        if trainer.step == 5:
+            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(Stopped):
+        Trainer(small_cfg(), *data, run, progress=False, callback=stop_at_4).run()
+    resumed = Trainer(small_cfg(), *data, run, resume=True, progress=False, callback=twice_at_5)
+    with pytest.raises(Stopped) as e:
+        resumed.run()
+    assert str(e.value) == (f"stopped at once at step 5; the last checkpoint, of step 4, is in "
+                            f"{run / 'latest.npz'}")
+    assert e.value.signum == signal.SIGTERM
+    assert load_checkpoint(run / "latest.npz")[0]["step"] == 4
+    assert resumed.read_log()[-1]["step"] == 5                  # logged, but not saved
+
+    def steps(trainer):             # (step, a validation?) of each line; val_every 3, log_every 1
+        return [(r["step"], "val" in r) for r in trainer.read_log()]
+    again = Trainer(small_cfg(), *data, run, resume=True, progress=False)
+    assert steps(again) == [(0, True), (1, False), (2, False), (3, False), (3, True), (4, False)]
+    again.run()
+    assert steps(again)[6:] == [(5, False), (6, False), (6, True)]
+    (run / "log.jsonl").unlink()
+    last = Trainer(small_cfg(steps=7), *data, run, resume=True, progress=False)
+    assert last.read_log() == [] and last.log_lines == 0
+    last.run()
+    assert steps(last) == [(7, False), (7, True)]
+
+
+def test_a_log_record_and_its_progress_line_give_the_step_loss_lr_and_time(data, tmp_path,
+                                                                          monkeypatch):
+    """A logged step's record: its loss, the learning rate its update used (warm-up 2 and the
+    step schedule, lr 0.01: 0.005, then 0.01, and 0.001 from 2/3 of the 4 steps after the
+    warm-up), and the seconds of training so far as the clock read them when it was logged
+    (here a clock that moves 600.25 s at each reading: multiples of it, not rounded to whole
+    seconds); the progress line in a log file gives the same numbers, the time in minutes of
+    the same reading, and is flushed as it is written (a `tail -f` of a block-buffered file
+    shows it at once)."""
+    from types import SimpleNamespace
+
+    from tinyunet import train
+    tick, reads = 600.25, [0]
+
+    def clock():
+        reads[0] += 1
+        return reads[0] * tick
+
+    monkeypatch.setattr(train, "time", SimpleNamespace(perf_counter=clock))
+    monkeypatch.setattr(Trainer, "line_seconds", 0.0)
+    t = Trainer(small_cfg(steps=6, warmup=2, lr=0.01, lr_schedule="step", val_every=6), *data,
+                tmp_path / "run", progress=True)
+    err = _Stream(tty=False)
+    monkeypatch.setattr("sys.stderr", err)
+    t.run()
+    records = [r for r in t.read_log() if "loss" in r]
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6]
+    assert [r["lr"] for r in records] == pytest.approx([0.005, 0.01, 0.01, 0.01, 0.01, 0.001],
+                                                       rel=1e-12)
+    for r in records:
+        k = r["seconds"] / tick
+        assert k >= 1 and k == round(k), r["seconds"]
+    lines = err.getvalue().splitlines()
+    assert lines == [f"step {r['step']}/6: loss {r['loss']:.4f}, lr {r['lr']:.2e}, "
+                     f"{r['seconds'] / 60:.1f} min" for r in records]
+    assert all(any(f.endswith(line + "\n") for f in err.flushed) for line in lines)
+
+
+def test_progress_on_a_terminal_is_a_bar(data, tmp_path, monkeypatch):
+    """On a terminal the progress is a bar that redraws itself (carriage returns): "training",
+    steps done of the run's steps, a rate in steps; no plain lines."""
+    import re
+    t = Trainer(small_cfg(steps=3, val_every=3), *data, tmp_path / "run", progress=True)
+    err = _Stream(tty=True)
+    monkeypatch.setattr("sys.stderr", err)
+    t.run()
+    text = err.getvalue()
+    assert "\r" in text and "training:" in text and "3/3 [" in text
+    assert re.search(r"[\d?](step/s|s/step)", text), text
+    assert "step 3/3:" not in text
