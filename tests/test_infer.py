@@ -3,7 +3,7 @@ import re
 import numpy as np
 import pytest
 
-from tinyunet import UNet, backend
+from tinyunet import UNet, backend, infer
 from tinyunet.infer import (_bytes, choose_tile, covering_tile, forward_memory, mirror_pad,
                             predict_tiled, predict_whole, tile_grid)
 
@@ -87,6 +87,98 @@ def test_tta_of_a_symmetric_model_output_is_consistent(model):
     # TTA of a rotated image is the rotated TTA result (the 8 transforms form a group)
     q = predict_tiled(model, np.rot90(image).copy(), tile=60, tta=True)
     np.testing.assert_allclose(np.rot90(p, axes=(1, 2)), q, atol=1e-6)
+
+
+def test_tta_of_one_channel_is_that_channel_of_the_full_tta(model):
+    image = np.random.default_rng(6).standard_normal((30, 26))
+    full = predict_tiled(model, image, tile=60, tta=True)
+    one = predict_tiled(model, image, tile=60, tta=True, channel=1)
+    assert one.shape == (30, 26)
+    np.testing.assert_allclose(one, full[1], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_tta_gives_the_dtype_of_one_pass(dtype):
+    """float32, or float64 for a float64 model, with or without tta (the average is not
+    promoted to float64 for a float32 model)."""
+    model = make_model(depth=2, base=2, dtype=dtype)
+    image = np.random.default_rng(7).standard_normal((20, 20))
+    for channel in (None, 1):
+        assert predict_tiled(model, image, tile=44, tta=True, channel=channel).dtype == dtype
+
+
+@pytest.mark.parametrize("tta, bars", [(False, 1), (True, 8)])
+def test_progress_is_a_tiles_bar_cleared_when_done(model, capsys, tta, bars):
+    """A 50 x 50 image, tile 60 (output 20, step 16): 3 x 3 tiles, 3 batches of 3. A bar named
+    "tiles", counting batches, starts at 0/3 once per pass (8 passes with tta) and is erased at
+    the end (a carriage return, no new line: it is an inner bar, e.g. under a per-image one)."""
+    image = np.random.default_rng(8).standard_normal((50, 50))
+    predict_tiled(model, image, tile=60, batch=3, tta=tta, progress=True)
+    err = capsys.readouterr().err
+    assert err.count("tiles:   0%") == err.count("| 0/3 [") == bars
+    assert "batch/s" in err
+    assert "\n" not in err and err.endswith("\r")
+    predict_tiled(model, image, tile=60, batch=3, tta=tta)              # no bar by default
+    assert capsys.readouterr().err == ""
+
+
+def test_predict_tiled_pads_and_tiles_as_in_the_paper(monkeypatch):
+    """The default tile is the paper's: 572 px in, 388 out, a margin of 92 (fig. 2, depth 4).
+    A 400 x 300 image: rows take 2 tiles at a step of 384 (the largest multiple of 16 in 388),
+    origins 0 and 384, covering 384 + 388 = 772 rows; columns one tile, 388. The image is
+    mirrored by 92 px at the top and left, and to the covered extent + 92 at the bottom and
+    right: 92 + 772 + 92 = 956 by 572, just what the tiles read. The result holds the K = 2
+    maps, or with `channel` that one map only."""
+    calls = []
+
+    def spy(model, padded, ys, xs, tile, result, *args):
+        calls.append(dict(padded=padded.shape, ys=ys, xs=xs, tile=tile, result=result.shape))
+        result[...] = 0.5
+
+    monkeypatch.setattr(infer, "run_tiles", spy)
+    model = UNet(base_channels=1, depth=4)
+    assert predict_tiled(model, np.zeros((400, 300))).shape == (2, 400, 300)
+    assert calls[-1] == dict(padded=(1, 956, 572), ys=[0, 384], xs=[0], tile=(572, 572),
+                             result=(2, 772, 388))
+    assert predict_tiled(model, np.zeros((400, 300)), channel=1).shape == (400, 300)
+    assert calls[-1]["result"] == (1, 772, 388)
+
+
+@pytest.mark.parametrize("size, out, align, origins, extent", [
+    (30, 36, 16, [0], 36),            # one tile covers it: no second one
+    (36, 36, 16, [0], 36),            # exactly
+    (37, 36, 16, [0, 32], 68),        # step 32 (the multiple of 16 in 36); 32 + 36 = 68
+    (100, 36, 16, [0, 32, 64], 100),  # 64 + 36 = 100: the last tile ends at the edge
+    (10, 4, 4, [0, 4, 8], 12),        # depth 2's smallest tile: output 4, no overlap
+    (5, 2, 2, [0, 2, 4], 6),          # depth 1's
+    (1, 388, 16, [0], 388),
+])
+def test_tile_grid_worked_cases(size, out, align, origins, extent):
+    assert tile_grid(size, out, align) == (origins, extent)
+
+
+def test_tile_grid_covers_with_the_fewest_aligned_tiles():
+    """Origins 0, step, 2 step, ... with the step the largest multiple of the alignment not
+    above the output (so no gap between tiles); the tiles cover the size, and one fewer would
+    not."""
+    for out, align in ((36, 16), (20, 16), (4, 4), (12, 8), (388, 16), (2, 2)):
+        step = out // align * align
+        for size in range(1, 3 * out + 2):
+            origins, extent = tile_grid(size, out, align)
+            assert origins == [k * step for k in range(len(origins))]
+            assert extent == origins[-1] + out >= size
+            assert len(origins) == 1 or origins[-1] < size - out + step    # one fewer: short
+
+
+def test_output_tiles_smaller_than_the_alignment_are_refused():
+    """Depth 3's smallest tile, 92 px, gives 4 px of output: less than the 8 px its pooling
+    grid needs a step to be a multiple of, so no aligned step exists."""
+    msg = "output tiles of 4 px are smaller than the network's alignment of 8 px: use a larger tile"
+    with pytest.raises(ValueError, match=re.escape(msg)):
+        tile_grid(50, 4, 8)
+    with pytest.raises(ValueError, match=re.escape(msg)):
+        predict_tiled(UNet(base_channels=1, depth=3), np.zeros((50, 50)), tile=92)
+    assert tile_grid(50, 12, 8)[0][:2] == [0, 8]         # tile 100: output 12, step 8
 
 
 def test_tile_grid_and_errors(model):
@@ -208,13 +300,17 @@ def test_choose_tile_says_what_the_smallest_tile_needs():
 @pytest.mark.parametrize("n, text", [
     (0, "0 B"), (512, "512 B"), (1024, "1 KiB"), (1536, "1.5 KiB"),  # 1.5 x 1024
     (1024 ** 2, "1 MiB"), (int(2.25 * 1024 ** 2), "2.25 MiB"), (5 * 1024 ** 3, "5 GiB"),
+    (999, "999 B"), (1234, "1.21 KiB"),                             # 1234 / 1024 = 1.205
+    (1000, "1000 B"), (1023, "1023 B"), (1000 * 1024, "1000 KiB"),  # not "1e+03 B"
+    (1023 * 1024 ** 2, "1023 MiB"),
 ])
 def test_bytes_in_binary_units(n, text):
     """A byte count in the largest unit (B, KiB, MiB, GiB: powers of 1024) that keeps it
-    under 1024, to 3 significant digits."""
+    under 1024, to 3 significant digits; from 1000 to 1023 in whole units (3 significant
+    digits would be 1e+03)."""
     assert _bytes(n) == text
 
 
 def test_bytes_beyond_the_largest_unit_stay_in_gib():
-    value, unit = _bytes(3 * 1024 ** 4).split()                # 3 TiB = 3072 GiB
-    assert unit == "GiB" and float(value) == pytest.approx(3072, rel=1e-3)
+    assert _bytes(3 * 1024 ** 4) == "3072 GiB"                 # 3 TiB
+    assert _bytes(1024 ** 4 * 1.5 + 0.4 * 1024 ** 3) == "1536 GiB"

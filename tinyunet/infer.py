@@ -112,8 +112,9 @@ def predict_tiled(model, image, tile=572, batch=1, tta=False, progress=False, ch
     tile: the input tile size (must fit the network, see tinyunet.valid_input_sizes);
     batch: tiles per forward pass; tta: average over the 8 flips/rotations (the paper averaged
     over rotations for ISBI); channel: return only P(class `channel`) (H, W), the only map
-    copied back from the device per tile (P(cell) is channel 1). The model runs in evaluation
-    mode on its own device.
+    copied back from the device per tile (P(cell) is channel 1); progress: a tqdm bar "tiles"
+    over the batches of tiles (one per pass with tta), cleared when done. The model runs in
+    evaluation mode on its own device.
     """
     image = _as_chw(image)
     if tta:
@@ -210,8 +211,10 @@ def choose_tile(model, memory, batch=1, max_size=None):
 
 
 def _bytes(n):
-    """1536 -> '1.5 KiB'."""
+    """1536 -> '1.5 KiB', to 3 significant digits; 1000 to 1023 of a unit (and beyond 1023
+    GiB) in whole units: '1000 B', not '1e+03 B'."""
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
-            return f"{n:.3g} {unit}"
+            text = f"{n:.3g}"
+            return f"{text if 'e' not in text else f'{n:.0f}'} {unit}"
         n /= 1024
