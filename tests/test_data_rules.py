@@ -4,6 +4,10 @@
   what load_folder stacks;
 - what load_stack reads: JPEG files (.jpg, .jpeg) and RGB PNGs (made grey, not a stack of rows);
 - normalisation of a constant image (std 0 is taken as 1);
+- validate_labels: the label values accepted (0 and one cell value; 0 / 1 read as 0 / 255) and
+  the whole message for others (the name, the valid values, the first ten found);
+- challenge sets: a frame file that is a stack is refused by name; an unannotated cell is grown
+  by the margin (IGNORE_MARGIN = 5 px, 4-connected steps), never over a reference cell;
 - load_source: the built-in synthetic set (12 slices of 256 x 256, seed 0 by default) and its
   stated properties (seeded, uint8, dark membranes about as much of the image as ISBI's, jittered
   cells of different sizes, organelles all over the image, no white membrane pixel), the data of
@@ -22,9 +26,10 @@ import tifffile
 from scipy import ndimage as ndi
 
 from tinyunet.data import (DataError, DataNotFoundError, default_isbi_dir, load_folder,
-                           load_stack, normalisation, normalise, synthetic_em)
+                           load_stack, normalisation, normalise, synthetic_em, validate_labels)
 from tinyunet.data import images as images_module
 from tinyunet.data import selection
+from tinyunet.data.ctc import IGNORE_MARGIN, load_ctc, mark_unannotated
 from tinyunet.data.images import shared_data_dir
 from tinyunet.data.samples import TileSampler
 from tinyunet.data.selection import choose_data, load_source, parse_slices
@@ -127,6 +132,97 @@ def test_a_constant_image_has_std_1_so_normalise_only_shifts(tmp_path):
     assert mean == pytest.approx(0.2) and std == 1.0
     np.testing.assert_allclose(normalise(np.full((1, 2, 2), 255, np.uint8), mean, std), 0.8,
                                rtol=1e-6)
+
+
+# ---- validate_labels: the label values accepted and refused -------------------------------------
+
+def test_label_values_accepted_are_0_and_one_cell_value_and_0_1_is_read_as_0_255():
+    """0 (membrane) and 255 (cell) are the labels, either alone too; a binary 0 / 1 mask is read
+    as 0 / 255 with a line that says so; with cell=(255, 1) (a scorer's) 0 / 1 is kept as it is."""
+    for ok in ([0, 255], [255, 255], [0, 0]):
+        labels = np.array([ok], np.uint8)
+        assert validate_labels(labels) is labels
+    with pytest.warns(DataWarning, match=r"^labels: labels 0 and 1, read as 0 \(membrane or "
+                                         r"background\) and 1 \(cell interior\), as 0 and 255 are"):
+        np.testing.assert_array_equal(validate_labels(np.array([[0, 1, 1]], np.uint8)),
+                                      [[0, 255, 255]])
+    ones = np.array([[0, 1]], np.uint8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                          # no warning: 1 is a cell value
+        assert validate_labels(ones, cell=(255, 1)) is ones
+
+
+@pytest.mark.parametrize("values, cell, message", [
+    # one other value: named; 0 / 1 is offered as the other format when 1 is not a cell value
+    ([0, 255, 7], (255,), "labels: label values must be 0 (membrane) and 255 (cell interior) "
+                          "(or 0 and 1); found also [7]"),
+    # a scorer's cell=(255, 1): 1 is a cell value already, no "(or 0 and 1)"
+    ([0, 7], (255, 1), "labels: label values must be 0 (membrane) and 255 or 1 (cell interior); "
+                       "found also [7]"),
+    # 0, 1 and 255 together are not one cell value (0 / 255 plus 1, or 0 / 1 plus 255)
+    ([0, 1, 255], (255,), "labels: label values must be 0 (membrane) and 255 (cell interior) "
+                          "(or 0 and 1); found also [1]"),
+    # ten other values: all ten shown, nothing left out, so no " ..."
+    (list(range(11)), (255,), "labels: label values must be 0 (membrane) and 255 (cell interior) "
+                              "(or 0 and 1); found also [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]"),
+    # eleven: the first ten, then " ..." for the rest
+    (list(range(12)), (255,), "labels: label values must be 0 (membrane) and 255 (cell interior) "
+                              "(or 0 and 1); found also [1, 2, 3, 4, 5, 6, 7, 8, 9, 10] ..."),
+], ids=["one-other", "scorer-cells", "0-1-and-255", "ten-others", "eleven-others"])
+def test_other_label_values_are_refused_with_what_was_found_and_what_is_valid(values, cell,
+                                                                              message):
+    """The whole message: the name ("labels" unless given), the valid values, the others found
+    (ten at most, " ..." when there are more)."""
+    with pytest.raises(DataError) as e:
+        validate_labels(np.array([values], np.uint16), cell=cell)
+    assert str(e.value) == message
+    with pytest.raises(DataError, match=r"^train\.tif: label values must be"):
+        validate_labels(np.array([values], np.uint16), "train.tif", cell=cell)
+
+
+# ---- challenge sets: one image per file, the unannotated margin --------------------------------
+
+def write_ctc(folder, frame):
+    """A challenge set of one sequence 01 with one reference frame t000 (16 x 16, cell 5)."""
+    (folder / "01").mkdir(parents=True)
+    (folder / "01_GT" / "SEG").mkdir(parents=True)
+    mask = np.zeros((16, 16), np.uint16)
+    mask[2:9, 2:9] = 5
+    tifffile.imwrite(folder / "01" / "t000.tif", frame, photometric="minisblack")
+    tifffile.imwrite(folder / "01_GT" / "SEG" / "man_seg000.tif", mask)
+    return folder
+
+
+def test_a_challenge_frame_that_is_a_stack_is_refused_with_its_name(tmp_path):
+    """A frame file holds one 2-D image; a stack of two pages is a DataError that names the file
+    and says how many it holds."""
+    frame = np.arange(2 * 16 * 16, dtype=np.uint16).reshape(2, 16, 16)
+    folder = write_ctc(tmp_path / "set", frame)
+    with pytest.raises(DataError) as e:
+        load_ctc(folder)
+    assert str(e.value) == (f"{folder / '01' / 't000.tif'}: expected one 2-D image, "
+                            f"got a stack of 2")
+
+
+@pytest.mark.parametrize("margin", [IGNORE_MARGIN, 2])
+def test_an_unannotated_cell_is_grown_by_the_margin_in_city_block_steps(margin):
+    """The silver cell no reference cell covers (rows and columns 12-17) is marked -1 with every
+    pixel within `margin` steps of it (4-connected: |dy| + |dx| <= margin; the default
+    IGNORE_MARGIN = 5 px of the module docstring), except over a reference cell (columns 20-23,
+    3 px away) and outside the image."""
+    assert IGNORE_MARGIN == 5
+    silver = np.zeros((32, 32), np.int32)
+    silver[12:18, 12:18] = 4
+    mask = np.zeros((32, 32), np.int32)
+    mask[12:18, 20:24] = 1                                   # annotated, not in the silver truth
+    out = (mark_unannotated(mask, silver) if margin == IGNORE_MARGIN
+           else mark_unannotated(mask, silver, margin=margin))
+    y, x = np.mgrid[:32, :32]
+    dy = np.maximum.reduce([12 - y, np.zeros_like(y), y - 17])
+    dx = np.maximum.reduce([12 - x, np.zeros_like(x), x - 17])
+    expected = np.where(dy + dx <= margin, -1, 0)
+    expected[mask == 1] = 1
+    np.testing.assert_array_equal(out, expected)
 
 
 # ---- the built-in synthetic set ----------------------------------------------------------------
