@@ -504,6 +504,19 @@ def test_a_second_signal_stops_at_once_and_a_resume_goes_back_to_the_checkpoints
     assert steps(last) == [(7, False), (7, True)]
 
 
+def test_a_finished_run_whose_log_was_removed_resumes_to_a_validation_of_its_model(data,
+                                                                                  tmp_path):
+    """Resumed at its last step with log.jsonl gone, a run has no step to train and no
+    validation in its log: run() validates the model as it stands (the numbers the last
+    validation gave) instead of failing on the empty log."""
+    run = tmp_path / "run"
+    done = Trainer(small_cfg(), *data, run, progress=False)
+    last = done.run()
+    (run / "log.jsonl").unlink()
+    again = Trainer(small_cfg(), *data, run, resume=True, progress=False)
+    assert again.run() == last and again.read_log() == []
+
+
 def test_a_log_record_and_its_progress_line_give_the_step_loss_lr_and_time(data, tmp_path,
                                                                           monkeypatch):
     """A logged step's record: its loss, the learning rate its update used (warm-up 2 and the

@@ -335,7 +335,8 @@ class Trainer:
                 msg = (f"stopped at once at step {self.step}; the last checkpoint, of step "
                        f"{self._saved_step}, is in {where}")
             raise Stopped(msg, self._signal)
-        return next(r["val"] for r in reversed(self.read_log()) if "val" in r)
+        last = next((r["val"] for r in reversed(self.read_log()) if "val" in r), None)
+        return last if last is not None else self.validate()     # a log emptied by hand
 
     def _elapsed(self, now=None):
         """Seconds of training of the run, over every process that trained it."""
