@@ -261,3 +261,17 @@ def test_warping_error_counts_every_mismatch_over_the_pixels_at_its_threshold():
     assert w["warping_error_all"] == 1 / 81 and w["object_deletion"] == 1
     # warp_ground_truth's own default threshold is 0.5 too
     assert len(isbi.warp_ground_truth(prob, truth)[1]) == 1
+
+
+@pytest.mark.parametrize("score", [
+    isbi.slice_metrics,
+    lambda p, t: isbi.thinned_scores(p, t, 0.5),
+    lambda p, t: isbi.warp_ground_truth(p, t),
+    lambda p, t: isbi.evaluate([p], [t]),
+], ids=["slice_metrics", "thinned_scores", "warp_ground_truth", "evaluate"])
+def test_probability_scores_refuse_two_shapes_naming_the_probability_map(score):
+    """The scores of a probability map name it in their message: the map's shape and the
+    truth's, and what is expected."""
+    with pytest.raises(ValueError, match=r"^probability map \(4, 4\) and ground truth \(4, 5\) "
+                                         r"must be 2-D images of one shape$"):
+        score(np.full((4, 4), 0.5), np.ones((4, 5), bool))
