@@ -59,6 +59,16 @@ def test_the_presets_are_the_documented_ones():
     assert "borders of 2 px" in docs["cells"] and "smaller than 100 px" in docs["cells"]
 
 
+def test_every_preset_augments_the_papers_way_and_wide_is_an_option():
+    """No preset changes augment: each is "paper", as the module's docstring says; "wide" is
+    the one other kind (data/samples.py)."""
+    assert 'Every preset augments its tiles the paper\'s way (augment "paper"' in " ".join(
+        config.__doc__.split())
+    for name in PRESETS:
+        assert TrainConfig.from_preset(name).augment == "paper", name
+    assert TrainConfig.from_preset("cpu", augment="wide").check().augment == "wide"
+
+
 def test_the_defaults_are_the_tiny_preset_and_overrides_win():
     assert TrainConfig() == TrainConfig.from_preset("tiny")
     cfg = TrainConfig.from_preset("cpu", steps=7, lr=0.1)
@@ -80,7 +90,9 @@ EDGES = [("steps", 1, 0, ">= 1"), ("lr", 1e-12, 0.0, "> 0"), ("val_every", 1, 0,
          ("w0", 0.0, -1.0, ">= 0"), ("sigma", 1e-9, 0.0, "> 0"), ("border", 0, -1, ">= 0"),
          ("min_cell", 0, -1, ">= 0"),
          ("labels", "instances", "cells", "'membranes' or 'instances'"),
-         ("weighting", "paper", "papers", None), ("optimizer", "adam", "rmsprop",
+         ("weighting", "paper", "papers", None), ("augment", "wide", "wider",
+                                                   "'paper' or 'wide'"),
+         ("optimizer", "adam", "rmsprop",
                                                   "'sgd' or 'adam'"),
          ("lr_schedule", "step", "linear", "'constant', 'cosine' or 'step'")]
 
@@ -165,6 +177,10 @@ def test_a_resumed_run_changes_only_what_it_may():
                             "--val-plain); start a new run to change it")
     with pytest.raises(ValueError, match="^--no-elastic: this run has elastic = True"):
         TrainConfig.resumed(saved, dict(elastic=False))
+    with pytest.raises(ValueError, match="^--augment: this run has augment = 'paper', fixed"):
+        TrainConfig.resumed(saved, dict(augment="wide"))
+    assert TrainConfig.resumed(saved, dict(augment="paper")).augment == "paper"
+    assert TrainConfig.resumed({**saved, "augment": "wide"}, {}).augment == "wide"
     with pytest.raises(ValueError, match="^--base-channels: this run has base_channels = 16"):
         TrainConfig.resumed(saved, dict(base_channels=8))
     with pytest.raises(ValueError, match=r"^--preset tiny is not this run's preset \('cpu'\): "

@@ -14,7 +14,9 @@
   each kind of folder, and the one-line messages for a missing folder;
 - choose_data and parse_slices: the flags their messages name, and the last slice that exists;
 - TileSampler: float32 images whatever type they come in, the 8 flips / rotations equally likely,
-  the grey change x * exp(z1) + z2 of docs/09-training.md;
+  the grey change x * exp(z1) + z2 of docs/09-training.md, bit for bit ("paper"), and the wide
+  one (gain and offset with three times the spread, a blur and noise, each drawn every step)
+  replayed from its draws, its labels and weights the paper's, an unknown kind refused;
 - targets: the weighting named ("balanced", "none") and the sigma given reach the weight map.
 """
 import re
@@ -31,7 +33,7 @@ from tinyunet.data import images as images_module
 from tinyunet.data import selection
 from tinyunet.data.ctc import IGNORE_MARGIN, load_ctc, mark_unannotated
 from tinyunet.data.images import shared_data_dir
-from tinyunet.data.samples import TileSampler
+from tinyunet.data.samples import AUGMENTS, TileSampler
 from tinyunet.data.selection import choose_data, load_source, parse_slices
 from tinyunet.data.targets import targets
 from tinyunet.errors import DataWarning
@@ -421,6 +423,99 @@ def test_the_grey_change_is_a_gain_exp_z1_and_an_offset_z2():
         changed = TileSampler(images, classes, weights, **kw).sample(
             np.random.default_rng(seed))[0]
         np.testing.assert_allclose(changed, plain * np.exp(z1) + z2, rtol=1e-5, atol=1e-6)
+
+
+def test_the_paper_grey_change_is_bit_for_bit_the_float32_gain_and_offset():
+    """augment "paper" (the default, which resumed runs and seeds depend on): the tile times
+    float32(exp(z1)) plus float32(z2), in float32, bit for bit; nothing else is drawn."""
+    rng = np.random.default_rng(1)
+    images = rng.standard_normal((2, 30, 30)).astype(np.float32)
+    classes, weights = np.ones((2, 30, 30), np.uint8), np.ones((2, 30, 30), np.float32)
+    kw = dict(tile=20, out=8, elastic=False, flips=False)
+    for seed in range(3):
+        plain_rng = np.random.default_rng(seed)
+        plain = TileSampler(images, classes, weights, grey=False, **kw).sample(plain_rng)[0]
+        gain, offset = np.float32(np.exp(plain_rng.normal(0.0, 0.1))), np.float32(
+            plain_rng.normal(0.0, 0.1))
+        for sampler in (TileSampler(images, classes, weights, **kw),
+                        TileSampler(images, classes, weights, augment="paper", **kw)):
+            paper_rng = np.random.default_rng(seed)
+            x = sampler.sample(paper_rng)[0]
+            assert x.dtype == np.float32
+            np.testing.assert_array_equal(x, plain * gain + offset)
+            assert paper_rng.bit_generator.state == plain_rng.bit_generator.state
+
+
+def gaussian_blur(tile, sigma):
+    """A Gaussian blur written out: the kernel exp(-k^2 / (2 sigma^2)), k = -r..r with
+    r = round(4 sigma), normalised to sum 1, along the rows and then the columns of the tile
+    extended by its mirror image with the edge pixel repeated (scipy's mode "reflect")."""
+    r = int(4 * sigma + 0.5)
+    k = np.exp(-np.arange(-r, r + 1) ** 2 / (2 * sigma ** 2))
+    k /= k.sum()
+    t = np.pad(tile.astype(np.float64), r, mode="symmetric")
+    n = tile.shape[0]
+    rows = sum(k[i] * t[:, i:i + n] for i in range(2 * r + 1))          # (n + 2r, n)
+    return sum(k[i] * rows[i:i + n] for i in range(2 * r + 1))          # (n, n)
+
+
+def test_the_wide_grey_change_replays_from_its_draws():
+    """augment "wide", after the tile and its geometry, draws in this order every step: z1, z2
+    ~ N(0, 0.3); a blur's coin (< 1/2: blur) and its sigma ~ U(0.5, 2); the noise's coin and
+    its std ~ U(0, 0.1); a float32 standard normal per pixel. The tile is x * exp(z1) + z2,
+    blurred (Gaussian, mirrored at the edges) if its coin says so, plus std * noise if its coin
+    says so: replayed from the paper-free tile of the same seed, with the blur written out. Each
+    step ends at the same place of the stream, whichever branches it took."""
+    rng = np.random.default_rng(0)
+    images = rng.standard_normal((2, 30, 30)).astype(np.float32)
+    classes, weights = np.ones((2, 30, 30), np.uint8), np.ones((2, 30, 30), np.float32)
+    kw = dict(tile=20, out=8, elastic=False, flips=False)
+    seen = set()
+    for seed in range(12):
+        plain_rng = np.random.default_rng(seed)
+        plain = TileSampler(images, classes, weights, grey=False, **kw).sample(plain_rng)[0]
+        z1, z2 = plain_rng.normal(0.0, 0.3), plain_rng.normal(0.0, 0.3)
+        blur, sigma = plain_rng.random() < 0.5, plain_rng.uniform(0.5, 2.0)
+        noisy, std = plain_rng.random() < 0.5, plain_rng.uniform(0.0, 0.1)
+        noise = plain_rng.standard_normal((20, 20), dtype=np.float32)
+        want = plain[0, 0].astype(np.float64) * np.exp(z1) + z2
+        if blur:
+            want = gaussian_blur(want, sigma)
+        if noisy:
+            want = want + std * noise
+        wide_rng = np.random.default_rng(seed)
+        x = TileSampler(images, classes, weights, augment="wide", **kw).sample(wide_rng)[0]
+        assert x.dtype == np.float32 and x.shape == (1, 1, 20, 20)
+        np.testing.assert_allclose(x[0, 0], want, rtol=1e-5, atol=1e-5)
+        assert wide_rng.bit_generator.state == plain_rng.bit_generator.state, seed
+        seen.add((bool(blur), bool(noisy)))
+    assert seen == {(False, False), (False, True), (True, False), (True, True)}
+
+
+def test_the_wide_change_leaves_labels_and_weights_as_the_papers():
+    """Elastic deformation and flips on: "wide" draws after the geometry, so a seed gives the
+    paper's tile position, deformation, flip, labels and weights; only the image differs."""
+    rng = np.random.default_rng(2)
+    images = rng.standard_normal((2, 40, 40)).astype(np.float32)
+    classes = (rng.random((2, 40, 40)) > 0.5).astype(np.uint8)
+    weights = rng.random((2, 40, 40)).astype(np.float32)
+    paper, wide = (TileSampler(images, classes, weights, tile=28, out=12, augment=a)
+                   for a in AUGMENTS)
+    for seed in range(4):
+        px, py, pw = paper.sample(np.random.default_rng(seed))
+        wx, wy, ww = wide.sample(np.random.default_rng(seed))
+        np.testing.assert_array_equal(wy, py)
+        np.testing.assert_array_equal(ww, pw)
+        assert (wy.dtype, ww.dtype, wx.dtype) == (np.uint8, np.float32, np.float32)
+        assert not np.allclose(wx, px)
+
+
+def test_an_unknown_augment_is_refused_naming_the_valid_ones():
+    assert AUGMENTS == ("paper", "wide")
+    ones = np.ones((1, 20, 20), np.float32)
+    with pytest.raises(ValueError) as e:
+        TileSampler(ones, ones.astype(np.uint8), ones, tile=20, out=8, augment="wider")
+    assert str(e.value) == "augment must be 'paper' or 'wide', got 'wider'"
 
 
 # ---- targets ----------------------------------------------------------------------------------

@@ -54,6 +54,22 @@ def test_deformed_samples_keep_label_values(data):
         np.testing.assert_allclose(wt, 1.0)
 
 
+@pytest.mark.parametrize("augment", ["paper", "wide"])
+def test_the_recipe_augment_is_the_trainers_sampler(augment, tmp_path):
+    """cfg.augment reaches the tiles a Trainer draws: its sampler's samples are, bit for bit,
+    those of a TileSampler of that augment on the same normalised images."""
+    from .conftest import small_data, small_trainer
+    (images, labels), _ = small_data()
+    t = small_trainer(tmp_path / "run", augment=augment)
+    classes, weights = targets(labels, "membranes", "paper")
+    own = TileSampler(normalise(images, t.mean, t.std), classes, weights, 92, t.out,
+                      augment=augment)
+    for a, b in zip(t.sampler.sample(np.random.default_rng(3)),
+                    own.sample(np.random.default_rng(3))):
+        np.testing.assert_array_equal(a, b)
+    t.lock.close()
+
+
 def test_learning_rate_schedule():
     cfg = small_cfg(steps=100, lr=1.0, warmup=10, lr_schedule="cosine")
     assert learning_rate(cfg, 0) == pytest.approx(0.1)

@@ -90,9 +90,19 @@ def test_resume_trains_on_the_runs_data_and_refuses_other_data(pairs, tmp_path, 
             # the recipe is fixed once a run has started (only steps and validations change)
             (["--tile", "108"], r"--tile: this run has tile = 92, fixed once a run has started"),
             (["--no-elastic"], r"--no-elastic: this run has elastic = True, fixed"),
-            (["--lr", "0.01"], r"--lr: this run has lr = 0.003, fixed")]:
+            (["--lr", "0.01"], r"--lr: this run has lr = 0.003, fixed"),
+            (["--augment", "wide"], r"--augment: this run has augment = 'paper', fixed")]:
         with pytest.raises(UserError, match=message):
             script.main(["--resume", str(run), "--steps", "6"] + extra)
+    # a run of a version before --augment augmented the paper's way: not wide from here on
+    written = (run / "config.json").read_text()
+    older = {k: v for k, v in json.loads(written).items() if k != "augment"}
+    (run / "config.json").write_text(json.dumps(older))
+    try:
+        with pytest.raises(UserError, match=r"--augment: this run has augment = 'paper', fixed"):
+            script.main(["--resume", str(run), "--steps", "6", "--augment", "wide"])
+    finally:
+        (run / "config.json").write_text(written)
     # the same folder named otherwise is the same data
     assert cli(["--resume", str(run), "--steps", "4", "--data", str(pairs) + "/."], capsys)[0] == 0
 
@@ -231,6 +241,8 @@ def bad_inputs(tmp, pairs):
         (["--momentum", "x"], r"argument --momentum: must be a number in \[0, 1\), got 'x'"),
         (["--w0", "-1"], r"argument --w0: must be a number >= 0, got '-1'"),
         (["--sigma", "0"], r"argument --sigma: must be a number > 0, got '0'"),
+        (["--augment", "wider"], r"argument --augment: invalid choice: 'wider' \(choose from "
+                                 r"'paper', 'wide'\)"),
         (["--stepz", "3"], r"unrecognized arguments: --stepz 3 \(see --help\)"),
         (["--data", p, "--train-slices", "0-9"], r"--train-slices 0-9: slice 4 does not exist: "
                                                  r"the data has 4 slices \(0-3\)"),
@@ -326,11 +338,11 @@ def test_the_recipe_flags_reach_the_config(pairs, tmp_path, mini, capsys):
     code, out, _ = cli(["--data", str(pairs), "--preset", "tiny", "--steps", "1", "--tile", "108",
                         "--base-channels", "3", "--depth", "2", "--dropout", "0.5",
                         "--momentum", "0.9", "--lr-schedule", "step", "--warmup", "0",
-                        "--w0", "5", "--sigma", "3", "--val-every", "5",
+                        "--w0", "5", "--sigma", "3", "--augment", "wide", "--val-every", "5",
                         "--out", str(tmp_path / "runs")], capsys)
     assert code == 0
     cfg = json.loads((only_run(tmp_path / "runs") / "config.json").read_text())
     assert {k: cfg[k] for k in ("tile", "base_channels", "depth", "dropout", "momentum",
-                                "lr_schedule", "warmup", "w0", "sigma")} == dict(
+                                "lr_schedule", "warmup", "w0", "sigma", "augment")} == dict(
         tile=108, base_channels=3, depth=2, dropout=0.5, momentum=0.9, lr_schedule="step",
-        warmup=0, w0=5.0, sigma=3.0)
+        warmup=0, w0=5.0, sigma=3.0, augment="wide")

@@ -1,6 +1,11 @@
 """A training run's settings: the presets, TrainConfig (a run's config.json), the learning-rate
 schedule, and what a resumed run may change.
 
+Every preset augments its tiles the paper's way (augment "paper": elastic deformation, flips and
+rotations, gain and offset ~ N(0, 0.1)); augment "wide" widens the grey-value change (gain and
+offset ~ N(0, 0.3), a random blur and noise: data/samples.py) for data whose brightness,
+contrast and focus vary more than the training frames show.
+
 The presets are the network, tile and recipe for a machine:
     tiny    TrainConfig's defaults: base 8, depth 3, tile 148, SGD lr 0.004, 400 steps (the
             built-in synthetic set, about a minute on a CPU)
@@ -17,6 +22,7 @@ The presets are the network, tile and recipe for a machine:
 import dataclasses
 import math
 
+from .data.samples import AUGMENTS
 from .data.targets import LABEL_KINDS, WEIGHTINGS
 from .model import check_input_size
 
@@ -81,6 +87,7 @@ class TrainConfig:
     w0: float = 10.0
     sigma: float = 5.0
     elastic: bool = True
+    augment: str = "paper"             # the grey-value change: one of AUGMENTS (data/samples.py)
     dropout: float = 0.0
     ema: float = 0.0                   # decay of the parameters' moving average (0: off)
     val_every: int = 100
@@ -119,6 +126,7 @@ class TrainConfig:
                 ("min_cell", self.min_cell >= 0, ">= 0"),
                 ("labels", self.labels in LABEL_KINDS, _one_of(LABEL_KINDS)),
                 ("weighting", self.weighting in WEIGHTINGS, _one_of(WEIGHTINGS)),
+                ("augment", self.augment in AUGMENTS, _one_of(AUGMENTS)),
                 ("optimizer", self.optimizer in OPTIMIZERS, _one_of(OPTIMIZERS)),
                 ("lr_schedule", self.lr_schedule in LR_SCHEDULES, _one_of(LR_SCHEDULES))]:
             if not ok:

@@ -109,7 +109,8 @@ class Trainer:
         kind = dict(kind=cfg.labels, w0=cfg.w0, sigma=cfg.sigma, border=cfg.border)
         classes, weights = targets(train_labels, weighting=cfg.weighting, **kind)
         self.sampler = TileSampler(normalise(train_images, self.mean, self.std), classes,
-                                   weights, cfg.tile, self.out, elastic=cfg.elastic)
+                                   weights, cfg.tile, self.out, elastic=cfg.elastic,
+                                   augment=cfg.augment)
         self.val_x = normalise(self.val_images, self.mean, self.std)
         self.val_w = targets(self.val_labels, weighting="paper", **kind)[1]
         self.run_dir.mkdir(parents=True, exist_ok=True)

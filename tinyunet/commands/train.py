@@ -35,6 +35,7 @@ from .cli import (ArgumentParser, announce_compiling, at_least, device, fraction
                    non_negative_float, positive_float)
 from ..checkpoint import SHIPPED, CheckpointError, checkpoint_meta, model_file
 from ..config import LR_SCHEDULES, OPTIMIZERS, PRESETS, TrainConfig
+from ..data.samples import AUGMENTS
 from ..data.selection import choose_data
 from ..data.targets import WEIGHTINGS
 from ..errors import UserError
@@ -96,6 +97,10 @@ def build_parser():
                        "border's width between touching cells, px (2)")
     study.add_argument("--min-cell", type=at_least(0), help="instance labels: predicted cells "
                        "smaller than this many px are dropped (validation, prediction)")
+    study.add_argument("--augment", choices=AUGMENTS, help="the grey-value change: paper (gain "
+                       "and offset ~ N(0, 0.1), the default) or wide (gain and offset ~ "
+                       "N(0, 0.3), half the tiles blurred, sigma 0.5-2 px, half with noise of "
+                       "std up to 0.1: for data whose brightness, contrast and focus vary)")
     study.add_argument("--ema", type=fraction, help="decay of the parameters' moving average "
                        "(e.g. 0.999), which the run validates and ships; 0: off")
     ap.add_argument("--val-every", type=at_least(1), help="steps between validations")
@@ -113,8 +118,8 @@ def build_parser():
 
 # the flags that set a TrainConfig field of the same name
 RECIPE = ("steps", "lr", "optimizer", "weighting", "val_every", "seed", "tile", "base_channels",
-          "depth", "dropout", "momentum", "lr_schedule", "warmup", "w0", "sigma", "ema", "border",
-          "min_cell")
+          "depth", "dropout", "momentum", "lr_schedule", "warmup", "w0", "sigma", "augment", "ema",
+          "border", "min_cell")
 
 
 def main(argv=None):
@@ -237,8 +242,9 @@ def make_config(args, saved, dev, data):
         overrides["val_plain"] = True
     try:
         if saved:
-            # a run of an older version, without the setting, started from random weights
-            saved = {"init": None, **saved}
+            # a run of an older version, without the settings, started from random weights and
+            # augmented the paper's way
+            saved = {"init": None, "augment": "paper", **saved}
             cfg = TrainConfig.resumed(saved, overrides, args.preset, device=dev, data=data)
         else:
             preset = args.preset or ("tiny" if data["source"] == "synthetic" else
