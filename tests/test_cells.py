@@ -203,6 +203,8 @@ def test_one_of_the_slice_flags_makes_the_other_the_rest_of_the_data(tmp_path):
     ("no frame", "man_seg004.tif has no frame: .*t004.tif does not exist"),
     ("size", "man_seg001.tif is 32x64 but its frame t001.tif is 64x64"),
     ("float", "instance labels must be whole numbers"),
+    ("colour", r"man_seg001.tif: a colour image \(RGB\) where a label image \(one grey value "
+               r"per class or cell\) is expected"),      # refused, not averaged to grey ids
 ])
 def test_bad_challenge_sets_get_one_clear_line(tmp_path, case, message):
     folder = write_set(tmp_path / "set", frames=(0, 1, 2))
@@ -217,8 +219,24 @@ def test_bad_challenge_sets_get_one_clear_line(tmp_path, case, message):
         tifffile.imwrite(seg / "man_seg001.tif", np.zeros((32, 64), np.uint16))
     elif case == "float":
         tifffile.imwrite(seg / "man_seg001.tif", np.full((64, 64), 0.5, np.float32))
+    elif case == "colour":
+        tifffile.imwrite(seg / "man_seg001.tif", np.zeros((64, 64, 3), np.uint8),
+                         photometric="rgb")
     with pytest.raises(DataError, match=message):
         load_ctc(folder)
+
+
+def test_sequences_of_different_sizes_are_refused_naming_the_sizes(tmp_path):
+    """A set's frames stack into one array: sequences of two sizes (01: 64x64, 02: 32x32) are
+    one line that names the folder and both sizes, smallest first."""
+    folder = write_set(tmp_path / "set", frames=(0, 1))
+    other = write_set(tmp_path / "other", frames=(0,), size=32)
+    for part in ("01", "01_GT", "01_ST"):
+        (other / part).rename(folder / part.replace("01", "02"))
+    with pytest.raises(DataError) as e:
+        load_ctc(folder)
+    assert str(e.value) == (f"{folder}: the frames have different sizes [(32, 32), (64, 64)]: "
+                            f"train on one sequence size at a time")
 
 
 def test_train_predict_and_score_cells_from_the_command_line(tmp_path, capsys, monkeypatch):

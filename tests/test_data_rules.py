@@ -12,7 +12,8 @@
   stated properties (seeded, uint8, dark membranes about as much of the image as ISBI's, jittered
   cells of different sizes, organelles all over the image, no white membrane pixel), the data of
   each kind of folder, and the one-line messages for a missing folder;
-- choose_data and parse_slices: the flags their messages name, and the last slice that exists;
+- choose_data and parse_slices: the flags their messages name (--data as given), the built-in
+  set's seed (0 unless --data-seed), and the last slice that exists;
 - TileSampler: float32 images whatever type they come in, the 8 flips / rotations equally likely,
   the grey change x * exp(z1) + z2 of docs/09-training.md, bit for bit ("paper"), and the wide
   one (gain and offset with three times the spread, a blur and noise, each drawn every step)
@@ -248,6 +249,19 @@ def test_the_builtin_set_is_12_slices_of_256_from_seed_0(builtin):
     assert (other[0] != images[0]).mean() > 0.5               # another seed, another set
 
 
+def test_choose_data_takes_the_builtin_set_of_seed_0_or_the_seed_given(monkeypatch):
+    """choose_data("synthetic"): seed 0 when no --data-seed is given (recorded as 0), else the
+    seed given; the default split of its 12 slices trains on 0-9 and validates on 10-11 (the
+    last sixth); described as "synthetic EM (built in)"."""
+    monkeypatch.setitem(selection.SYNTHETIC, "size", 32)         # 12 small slices
+    for given, seed in [(None, 0), (5, 5)]:
+        record, ((train, _), (val, _)), description = choose_data("synthetic", data_seed=given)
+        images, _ = synthetic_em(n=12, size=32, seed=seed)
+        assert record["seed"] == seed and description == "synthetic EM (built in)"
+        np.testing.assert_array_equal(train, images[:10])
+        np.testing.assert_array_equal(val, images[10:])
+
+
 def test_the_builtin_membranes_are_as_much_of_the_image_as_isbis_and_drawn_dark(builtin):
     """The membranes (label 0) cover 22 % of the ISBI 2012 training slices (16.8-27.0 % per
     slice, 21.96 % in all); the built-in set is made to look like them: 22 % +- 2.5 points over
@@ -303,6 +317,22 @@ def test_image_mask_pairs_are_instance_labels(tmp_path):
     assert data.description == f"image/mask pairs ({tmp_path})" and data.partial == [False] * 2
 
 
+def test_image_label_pairs_are_membrane_labels_every_slice_fully_annotated(tmp_path):
+    """A folder of *image* / *label* pairs (no *mask*): membrane labels (0 / 255), kind
+    "membranes"; partial is one False per slice (as for every source but a challenge set) and
+    there are no silver frames (silver None)."""
+    rng = np.random.default_rng(0)
+    labels = np.full((3, 16, 16), 255, np.uint8)
+    labels[:, 7, :] = 0                                        # one membrane row
+    for k in range(3):
+        tifffile.imwrite(tmp_path / f"{k}_image.tif", rng.integers(0, 256, (16, 16), np.uint8))
+        tifffile.imwrite(tmp_path / f"{k}_label.tif", labels[k])
+    data = load_source(str(tmp_path), str(tmp_path))
+    assert data.kind == "membranes" and data.description == f"image/label pairs ({tmp_path})"
+    np.testing.assert_array_equal(data.labels, labels)
+    assert data.partial == [False] * 3 and data.silver is None
+
+
 def test_an_isbi_folder_and_a_challenge_set_are_their_files(tmp_path):
     """The ISBI files: their images and labels, kind "membranes". A challenge set: its
     reference frames, named sequence/frame."""
@@ -326,6 +356,20 @@ def test_an_isbi_folder_and_a_challenge_set_are_their_files(tmp_path):
     data = load_source(str(ctc), str(ctc))
     assert data.kind == "instances" and data.names == ["01/t000", "01/t003"]
     assert data.description == f"cell tracking challenge set ({ctc}): 2 annotated frames, 0 partial"
+    assert data.silver is None                                 # without --silver: no silver frames
+
+
+@pytest.mark.parametrize("present, missing", [("train-volume.tif", "train-labels.tif"),
+                                              ("train-labels.tif", "train-volume.tif")])
+def test_a_folder_with_one_of_the_isbi_files_says_which_one_is_missing(tmp_path, present,
+                                                                       missing):
+    """Either ISBI file makes the folder an ISBI folder: the other one missing is named (not
+    "holds neither the ISBI files ..."), with the files the challenge has."""
+    tifffile.imwrite(tmp_path / present, np.zeros((2, 8, 8), np.uint8), photometric="minisblack")
+    with pytest.raises(DataError) as e:
+        load_source(str(tmp_path), str(tmp_path))
+    assert str(e.value) == (f"{tmp_path}: missing {missing} (the ISBI 2012 challenge files "
+                            f"train-volume.tif, train-labels.tif, test-volume.tif; see the README)")
 
 
 def test_a_missing_folder_is_one_line_that_names_it_as_given(tmp_path):
@@ -344,6 +388,18 @@ def test_a_missing_folder_is_one_line_that_names_it_as_given(tmp_path):
 
 
 # ---- choose_data, parse_slices ---------------------------------------------------------------
+
+def test_choose_data_names_the_data_flag_as_given(tmp_path, monkeypatch):
+    """A new run's data that cannot be used: the message names --data as the user gave it, and
+    the folder it stands for where that differs (not "the run's data", which is a resumed run's)."""
+    missing = tmp_path / "nowhere"
+    monkeypatch.chdir(tmp_path)
+    for arg, message in [(str(missing), f"--data {missing}: no such folder"),
+                         ("nowhere", f"--data nowhere ({missing}): no such folder")]:
+        with pytest.raises(DataError) as e:
+            choose_data(arg)
+        assert str(e.value) == message
+
 
 @pytest.mark.parametrize("flag, kw", [("--train-slices", "train_slices"),
                                       ("--val-slices", "val_slices")])

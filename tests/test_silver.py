@@ -61,6 +61,18 @@ def test_the_default_block_runs_from_the_first_default_validation_frame_to_the_e
                          [False, True, False, True, False, True]) == [2, 3, 4, 5]
 
 
+def test_the_default_block_is_not_the_last_sixth_of_all_the_frames(tmp_path):
+    # 12 frames, reference masks for 0, 2, 4, 6 only (the rest silver). The reference frames'
+    # default validation frame is 6 (the last of the 4, none partial), so the block is 6-11,
+    # not the last sixth of the 12 frames (10-11, which holds no reference frame at all).
+    folder = write_set(tmp_path / "set", frames=range(12))
+    for t in (1, 3, 5, 7, 8, 9, 10, 11):
+        (folder / "01_GT" / "SEG" / f"man_seg{t:03d}.tif").unlink()
+    record, (train, val), _ = choose_data(str(folder), silver=True)
+    assert (record["train_slices"], record["val_slices"]) == ("0-5", "6-11")
+    assert len(train[0]) == 6 and len(val[0]) == 1             # 6 is the one reference frame
+
+
 def test_a_block_given_is_held_out_whole_and_validates_on_its_full_reference_frames(gtst):
     record, (train, val), _ = choose_data(str(gtst), val_slices="3-9", silver=True)
     # slices 3-9 hold the reference frames 4, 6, 8; 8 is partial: 4 and 6 validate
@@ -90,6 +102,10 @@ def test_a_resumed_run_keeps_its_silver_choice(gtst):
                                         r"silver truth; leave out --silver"):
         choose_data(None, run=plain, run_name="runs/r", silver=True)
     assert "silver" not in plain                               # older records read as without
+    with pytest.raises(DataError) as e:                        # silver=False, a caller's "without"
+        choose_data(None, run=record, run_name="runs/r", silver=False)
+    assert str(e.value) == ("--silver: the run in runs/r trained with the silver truth; leave "
+                            "out --silver to resume it as it was, or start a new run")
 
 
 def test_silver_needs_a_challenge_set_with_silver_masks(gtst, tmp_path):
