@@ -10,7 +10,8 @@
   by the margin (IGNORE_MARGIN = 5 px, 4-connected steps), never over a reference cell;
 - load_source: the built-in synthetic set (12 slices of 256 x 256, seed 0 by default) and its
   stated properties (seeded, uint8, dark membranes about as much of the image as ISBI's, jittered
-  cells of different sizes, organelles all over the image, no white membrane pixel), the data of
+  cells of different sizes, organelles all over the image, no white membrane pixel, grey values
+  clipped, not wrapped), the data of
   each kind of folder, and the one-line messages for a missing folder;
 - choose_data and parse_slices: the flags their messages name (--data as given), the built-in
   set's seed (0 unless --data-seed), and the last slice that exists;
@@ -18,7 +19,16 @@
   the grey change x * exp(z1) + z2 of docs/09-training.md, bit for bit ("paper"), and the wide
   one (gain and offset with three times the spread, a blur and noise, each drawn every step)
   replayed from its draws, its labels and weights the paper's, an unknown kind refused;
-- targets: the weighting named ("balanced", "none") and the sigma given reach the weight map.
+- targets: the weighting named ("balanced", "none") and the w0 and sigma given reach the weight
+  map;
+- check_image / load_stack: a colour label image is refused naming RGB or RGBA, the colour
+  warning points at load_stack's caller; a file is decoded as the format its suffix names;
+- instance_labels: whole-number floats and ids up to the int32 maximum are taken, inf and larger
+  ids refused;
+- load_pairs / load_isbi: their messages name the folder, the suffixes or the files looked for;
+  an instance mask in colour is refused as a label image;
+- TileSampler: the output tile's origin takes every place where it fits, mirrored context
+  beyond the image, and no other (narrower images: O - W + 1 places).
 """
 import re
 import warnings
@@ -297,6 +307,18 @@ def test_the_builtin_organelles_are_all_over_the_image(builtin):
         quarters += [[dark[:128, :128].sum(), dark[:128, 128:].sum()],
                      [dark[128:, :128].sum(), dark[128:, 128:].sum()]]
     assert quarters.sum() > 1000 and (quarters / quarters.sum()).min() > 0.1
+
+
+def test_the_builtin_grey_values_are_clipped_to_black_and_white_not_wrapped(builtin):
+    """Grey values are clipped to 0 .. 255 before they become uint8: a value past white (256)
+    would wrap to black (0), past black (-1) to white (255), a jump of about 255 from its
+    neighbours. The images are blurred (sigma 1 px) and then noisy (std 0.05 of white: 12.75
+    grey values; a pixel minus the mean of its 8 neighbours: std 13.5), so no pixel is 128 (half
+    the grey range, over 9 std) or more from the mean of its 8 neighbours."""
+    ring = np.ones((3, 3)) / 8
+    ring[1, 1] = 0
+    for img in builtin.images.astype(np.float64):
+        assert np.abs(img - ndi.convolve(img, ring, mode="reflect")).max() < 128
 
 
 # ---- load_source: the kinds of folders, and their messages ----------------------------------------
@@ -592,12 +614,154 @@ def test_the_weighting_named_is_the_one_made(weighting, membrane, cell):
     np.testing.assert_allclose(w[0], np.where(two_cells() == 0, membrane, cell), rtol=1e-6)
 
 
-@pytest.mark.parametrize("sigma", [2.0, 5.0])
-def test_the_sigma_given_is_the_border_terms(sigma):
+@pytest.mark.parametrize("w0, sigma", [(10.0, 2.0), (10.0, 5.0), (4.0, 5.0)])
+def test_the_w0_and_sigma_given_are_the_border_terms(w0, sigma):
     """paper: w_c + w0 exp(-(d1 + d2)^2 / (2 sigma^2)) on the membrane: column 5 is d1 = 1 from
-    the left cell and d2 = 2 from the right one: 3 + 10 exp(-9 / (2 sigma^2)); the cells 0.6."""
-    _, w = targets(two_cells()[None], "membranes", "paper", w0=10.0, sigma=sigma)
-    border = 3 + 10 * np.exp(-9 / (2 * sigma ** 2))
+    the left cell and d2 = 2 from the right one: 3 + w0 exp(-9 / (2 sigma^2)); the cells 0.6."""
+    _, w = targets(two_cells()[None], "membranes", "paper", w0=w0, sigma=sigma)
+    border = 3 + w0 * np.exp(-9 / (2 * sigma ** 2))
     np.testing.assert_allclose(w[0, 0], [0.6] * 5 + [border] * 2 + [0.6] * 5, rtol=1e-5)
     np.testing.assert_array_equal(
-        w[0], weight_map(instances_from_mask(two_cells(), 255), w0=10.0, sigma=sigma))
+        w[0], weight_map(instances_from_mask(two_cells(), 255), w0=w0, sigma=sigma))
+
+
+# ---- check_image, load_stack, instance_labels -------------------------------------------------
+
+@pytest.mark.parametrize("channels, name", [(3, "RGB"), (4, "RGBA")])
+def test_a_colour_label_image_is_refused_naming_rgb_or_rgba(channels, name):
+    """A label image with 3 samples per pixel is "RGB", with 4 "RGBA": refused (no colours to
+    average in a label image), saying which and what is expected instead."""
+    arr = np.zeros((6, 5, channels), np.uint8)
+    with pytest.raises(DataError, match=rf"^lab\.png: a colour image \({name}\) where a label "
+                                        r"image \(one grey value per class or cell\) is expected$"):
+        images_module.check_image(arr, "lab.png", colour=True, labels=True)
+
+
+def test_the_colour_warning_points_at_the_line_that_loads_the_file(tmp_path):
+    """The DataWarning of a colour image is reported at the caller of load_stack (this test
+    file, this line), not inside tinyunet nor further up the stack."""
+    import imagecodecs
+    rgba = np.arange(64, dtype=np.uint8).reshape(4, 4, 4)
+    (tmp_path / "a.png").write_bytes(imagecodecs.png_encode(rgba))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        line = __import__("inspect").currentframe().f_lineno + 1
+        load_stack(tmp_path / "a.png")
+    [w] = [w for w in caught if issubclass(w.category, DataWarning)]
+    assert "a colour image (RGBA)" in str(w.message)
+    assert (w.filename, w.lineno) == (__file__, line)
+
+
+@pytest.mark.parametrize("suffix, encode, decoder", [
+    (".png", "jpeg8_encode", "PNG_DECODE: not a PNG image"),
+    (".PNG", "jpeg8_encode", "PNG_DECODE: not a PNG image"),
+    (".jpeg", "png_encode", "JPEG8_DECODE: Not a JPEG file"),
+    (".jpg", "png_encode", "JPEG8_DECODE: Not a JPEG file")])
+def test_a_file_is_decoded_as_the_format_its_suffix_names(tmp_path, suffix, encode, decoder):
+    """The suffix names the format (.png: PNG, .jpg / .jpeg: JPEG, in any case): a JPEG named
+    .png, or a PNG named .jpeg, is refused with the decoder's reason and the valid formats, not
+    guessed at from its bytes."""
+    import imagecodecs
+    ramp = (np.add.outer(np.arange(8), np.arange(8)) * 8).astype(np.uint8)
+    path = tmp_path / f"a{suffix}"
+    path.write_bytes(getattr(imagecodecs, encode)(ramp))
+    with pytest.raises(DataError) as e:
+        load_stack(path)
+    assert str(e.value).startswith(f"{path}: cannot read it as an image (ValueError: {decoder}")
+    assert str(e.value).endswith(f"valid formats are {images_module.IMAGE_FORMATS}")
+
+
+def test_instance_labels_take_whole_floats_and_ids_up_to_the_int32_maximum():
+    """Float masks of whole numbers are ids (2.0 -> 2); an id of 2**31 - 1 fits int32 and is
+    kept; 2**31 does not, nor is inf (or NaN) a whole number: both refused."""
+    inst = images_module.instance_labels
+    out = inst(np.array([[0.0, 1.0], [2.0, 2.0]]), "m.tif")
+    assert out.dtype == np.int32
+    np.testing.assert_array_equal(out, [[0, 1], [2, 2]])
+    top = np.array([[0, 2 ** 31 - 1]], np.uint32)
+    np.testing.assert_array_equal(inst(top, "m.tif"), [[0, 2 ** 31 - 1]])
+    with pytest.raises(DataError, match=r"^m\.tif: instance ids up to 2147483648 do not fit int32"):
+        inst(top + np.uint32(1), "m.tif")
+    for bad in (np.inf, np.nan):
+        with pytest.raises(DataError, match=r"^m\.tif: instance labels must be whole numbers"):
+            inst(np.array([[0.0, bad]]), "m.tif")
+
+
+# ---- load_pairs, load_isbi: what their messages name --------------------------------------------
+
+def test_a_pairs_folder_with_no_images_names_the_suffixes(tmp_path):
+    """No *image* file: the message names the folder, the pattern and the suffixes read, in
+    order."""
+    with pytest.raises(DataNotFoundError) as e:
+        images_module.load_pairs(tmp_path)
+    assert str(e.value) == (f"{tmp_path}: no image files matching '*image*' (ending .jpeg, .jpg, "
+                            f".png, .tif, .tiff)")
+
+
+def test_pairs_of_other_sizes_are_refused_naming_the_folder(tmp_path):
+    """Images 8 x 8, labels 8 x 6 (one of each): the folder, then both sizes."""
+    tifffile.imwrite(tmp_path / "0_image.tif", np.arange(64, dtype=np.uint8).reshape(8, 8))
+    tifffile.imwrite(tmp_path / "0_label.tif", np.full((8, 6), 255, np.uint8))
+    with pytest.raises(DataError) as e:
+        images_module.load_pairs(tmp_path)
+    assert str(e.value) == f"{tmp_path}: images are 8x8 but labels are 8x6"
+
+
+def test_a_colour_instance_mask_is_refused_as_a_label_image(tmp_path):
+    """kind="instances": a mask in colour (RGB) is a label image, refused as one (not averaged to
+    grey ids)."""
+    import imagecodecs
+    tifffile.imwrite(tmp_path / "0_image.tif", np.arange(64, dtype=np.uint8).reshape(8, 8))
+    (tmp_path / "0_label.png").write_bytes(imagecodecs.png_encode(np.ones((8, 8, 3), np.uint8)))
+    with pytest.raises(DataError, match=r"a colour image \(RGB\) where a label image"):
+        images_module.load_pairs(tmp_path, kind="instances")
+
+
+def test_load_isbi_names_the_files_missing_and_the_challenges(tmp_path):
+    """Without train-labels.tif: that file, then the three files of the challenge."""
+    from tinyunet.data.isbi import load_isbi
+    tifffile.imwrite(tmp_path / "train-volume.tif", np.zeros((2, 8, 8), np.uint8))
+    with pytest.raises(DataNotFoundError) as e:
+        load_isbi(tmp_path)
+    assert str(e.value) == (f"{tmp_path}: missing train-labels.tif (the ISBI 2012 challenge "
+                            f"files train-volume.tif, train-labels.tif, test-volume.tif; see "
+                            f"the README)")
+
+
+def test_load_isbi_refuses_labels_of_another_count_naming_the_folder(tmp_path):
+    """3 image slices, 2 label slices: the folder, then both counts."""
+    from tinyunet.data.isbi import load_isbi
+    rng = np.random.default_rng(0)
+    tifffile.imwrite(tmp_path / "train-volume.tif", rng.integers(0, 256, (3, 8, 8), np.uint8),
+                     photometric="minisblack")
+    tifffile.imwrite(tmp_path / "train-labels.tif", np.full((2, 8, 8), 255, np.uint8),
+                     photometric="minisblack")
+    with pytest.raises(DataError) as e:
+        load_isbi(tmp_path)
+    assert str(e.value) == f"{tmp_path}: 3 images but 2 label images"
+
+
+# ---- TileSampler: where the output tile lies ----------------------------------------------------
+
+@pytest.mark.parametrize("width", [5, 8, 11])
+def test_the_output_tile_takes_every_place_where_it_fits_and_no_other(width):
+    """Output tile O = 8, images 8 high (so the tile's row is 0) and W wide, their weights the
+    column number x: with no deformation, flip or grey change, each sample's weights are the
+    columns ox .. ox + 7 (mirrored beyond the image), one tile per origin ox. The origins are
+    every place where the tile fits: 0 .. W - O for a wider image (W = 11: 4 places), or, for a
+    narrower one, every place where the image fits in the tile, -(O - W) .. 0 (W = 5: 4 places);
+    W = O: the one place 0. So many draws show exactly max(W - O, O - W) + 1 tiles."""
+    out, h = 8, 8
+    images = np.zeros((1, h, width), np.float32)
+    classes = np.zeros((1, h, width), np.uint8)
+    weights = np.broadcast_to(np.arange(width, dtype=np.float32), (1, h, width))
+    sampler = TileSampler(images, classes, weights, tile=12, out=out, elastic=False,
+                          flips=False, grey=False)
+    rng = np.random.default_rng(0)
+    tiles = {tuple(sampler.sample(rng)[2][0, 0]) for _ in range(200)}
+    assert len(tiles) == abs(width - out) + 1
+    if width >= out:          # inside the image: exactly the columns ox .. ox + 7
+        assert tiles == {tuple(range(ox, ox + out)) for ox in range(width - out + 1)}
+    else:                     # each tile holds the whole image's columns, in order
+        assert all(any(t[i:i + width] == tuple(range(width)) for i in range(out - width + 1))
+                   for t in tiles)
