@@ -62,7 +62,7 @@ def probabilities(model, meta, images, tile):
             for im in normalise(images, meta["mean"], meta["std"])]
 
 
-def silver_scores(model, meta, cfg, name, trained, only=None):
+def silver_scores(model, meta, cfg, name, trained, only=None, cache=None):
     """The frames that the run never trained on, against the silver truth (only: just the
     frames of these numbers that have no reference mask): SEG at each threshold, and at the
     preset's 0.5 the frames, their merged and split cells and their cell counts."""
@@ -75,7 +75,11 @@ def silver_scores(model, meta, cfg, name, trained, only=None):
         if f"{seq}/t{t}" in trained or only is not None and (int(t) not in only
                                                              or st.name in reference):
             continue
-        probs += probabilities(model, meta, load_stack(folder / seq / f"t{t}.tif"), cfg["tile"])
+        if cache is None or t not in cache:        # cache: {frame: P(cell)} of this model
+            p = probabilities(model, meta, load_stack(folder / seq / f"t{t}.tif"), cfg["tile"])
+            if cache is not None:
+                cache[t] = p
+        probs += cache[t] if cache is not None else p
         ref.append(load_stack(st, labels=True)[0].astype(np.int32))
         frames.append(int(t))
     ref = np.stack(ref)
@@ -107,6 +111,8 @@ def main():
         if run is None or not (run / "final_metrics.json").exists():
             print(f"{group}: not finished")
             continue
+        log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+        curves[group] = [(r["step"], r["val"]["seg"]) for r in log if "val" in r]   # from logs
         if not (run / "latest.npz").exists():
             print(f"{group}: only its logs are here ({run}): rerun it for the frame figures")
             continue
@@ -129,7 +135,8 @@ def main():
             rows.append(f"| {group} | {weighting(cfg)} | {names[i]} | {r['seg']:.4f} | "
                         f"{r['reference']} | {r['predicted']} | {ms['merges']} | "
                         f"{ms['splits']} |")
-        st = silver_scores(model, meta, cfg, name, trained)
+        seen = {}
+        st = silver_scores(model, meta, cfg, name, trained, cache=seen)
         silver, n = st["seg"], len(st["frames"])
         chosen = max(st["by_t"], key=st["by_t"].get)
         thresholds.append(
@@ -141,7 +148,7 @@ def main():
                     f"thresholds {', '.join(f'{t}: {s:.4f}' for t, s in by_t.items())}; "
                     f"silver truth of the {n} frames without a reference: SEG "
                     f"{silver['seg']:.4f}, F1 {silver['f1']:.3f} |")
-        held = silver_scores(model, meta, cfg, name, trained, only=BLOCKS[name])
+        held = silver_scores(model, meta, cfg, name, trained, only=BLOCKS[name], cache=seen)
         block.append(f"| {group} | {weighting(cfg)} | "
                      f"{'reference + silver' if gtst else 'reference'} | {cfg['seed']} | "
                      f"{cfg['steps']} | {by_t[0.5]:.4f} | {held['seg']['seg']:.4f} / "
@@ -160,8 +167,6 @@ def main():
                 silver=silver["seg"], silver_f1=silver["f1"], frames=st["frames"],
                 merged=[m["merges"] for m in st["ms"]], split=[m["splits"] for m in st["ms"]],
                 cells=st["cells"])
-        log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
-        curves[group] = [(r["step"], r["val"]["seg"]) for r in log if "val" in r]
     frames_table(rows)
     if block:
         STUDY.write_table("block.md", "| run | weighting | masks trained on | seed | steps | "
@@ -231,12 +236,15 @@ def main():
         fig.tight_layout()
         fig.savefig(FIGURES / "cells_merges.png", dpi=100)
     if curves:
-        fig = Figure(figsize=(7, 4))
-        a = fig.subplots()
+        fig = Figure(figsize=(9, 4.5))
+        ax = fig.subplots(1, 2, sharey=True)
         for group, c in curves.items():
+            a = ax[0 if RUNS[group] == "DIC-C2DH-HeLa" else 1]
             a.plot(*zip(*c), "o-", label=group, ms=3)
-        a.set(xlabel="step", ylabel="validation SEG (averaged weights)", ylim=(0, 1))
-        a.legend(fontsize=8)
+        for a, title in zip(ax, ("DIC-HeLa", "PhC-U373")):
+            a.set(title=title, xlabel="step")
+            a.legend(fontsize=7)
+        ax[0].set(ylabel="validation SEG (averaged weights)", ylim=(0, 1))
         fig.tight_layout()
         fig.savefig(FIGURES / "cells_curves.png", dpi=110)
 
