@@ -487,36 +487,42 @@ def test_the_eight_flips_and_rotations_are_equally_likely():
     assert (abs(rotations - 200) < 50).all() and abs(mirrored - 400) < 56, counts
 
 
+def grey_case(data_seed):
+    """A case for replaying the grey-value change: two 30 x 30 normal images, all cell of weight
+    1, tiles 20 -> 8 without elastic deformation or flips, so that after the tile's place the
+    grey change is all the sampler draws. (data, sampler keywords)."""
+    images = np.random.default_rng(data_seed).standard_normal((2, 30, 30)).astype(np.float32)
+    data = images, np.ones((2, 30, 30), np.uint8), np.ones((2, 30, 30), np.float32)
+    return data, dict(tile=20, out=8, elastic=False, flips=False)
+
+
+def grey_free_tile(data, kw, seed):
+    """The tile of `seed` without the grey change, and the generator after its draws: what it
+    draws next is the grey change's."""
+    rng = np.random.default_rng(seed)
+    return TileSampler(*data, grey=False, **kw).sample(rng)[0], rng
+
+
 def test_the_grey_change_is_a_gain_exp_z1_and_an_offset_z2():
     """docs/09-training.md: gain exp(N(0, 0.1)), offset N(0, 0.1), drawn after the tile and its
     geometry: x * exp(z1) + z2, where z1, z2 are the next two N(0, 0.1) draws of the same rng."""
-    rng = np.random.default_rng(0)
-    images = rng.standard_normal((2, 30, 30)).astype(np.float32)
-    classes, weights = np.ones((2, 30, 30), np.uint8), np.ones((2, 30, 30), np.float32)
-    kw = dict(tile=20, out=8, elastic=False, flips=False)
+    data, kw = grey_case(0)
     for seed in range(4):
-        plain_rng = np.random.default_rng(seed)
-        plain = TileSampler(images, classes, weights, grey=False, **kw).sample(plain_rng)[0]
+        plain, plain_rng = grey_free_tile(data, kw, seed)
         z1, z2 = plain_rng.normal(0.0, 0.1), plain_rng.normal(0.0, 0.1)
-        changed = TileSampler(images, classes, weights, **kw).sample(
-            np.random.default_rng(seed))[0]
+        changed = TileSampler(*data, **kw).sample(np.random.default_rng(seed))[0]
         np.testing.assert_allclose(changed, plain * np.exp(z1) + z2, rtol=1e-5, atol=1e-6)
 
 
 def test_the_paper_grey_change_is_bit_for_bit_the_float32_gain_and_offset():
     """augment "paper" (the default, which resumed runs and seeds depend on): the tile times
     float32(exp(z1)) plus float32(z2), in float32, bit for bit; nothing else is drawn."""
-    rng = np.random.default_rng(1)
-    images = rng.standard_normal((2, 30, 30)).astype(np.float32)
-    classes, weights = np.ones((2, 30, 30), np.uint8), np.ones((2, 30, 30), np.float32)
-    kw = dict(tile=20, out=8, elastic=False, flips=False)
+    data, kw = grey_case(1)
     for seed in range(3):
-        plain_rng = np.random.default_rng(seed)
-        plain = TileSampler(images, classes, weights, grey=False, **kw).sample(plain_rng)[0]
+        plain, plain_rng = grey_free_tile(data, kw, seed)
         gain, offset = np.float32(np.exp(plain_rng.normal(0.0, 0.1))), np.float32(
             plain_rng.normal(0.0, 0.1))
-        for sampler in (TileSampler(images, classes, weights, **kw),
-                        TileSampler(images, classes, weights, augment="paper", **kw)):
+        for sampler in (TileSampler(*data, **kw), TileSampler(*data, augment="paper", **kw)):
             paper_rng = np.random.default_rng(seed)
             x = sampler.sample(paper_rng)[0]
             assert x.dtype == np.float32
@@ -544,14 +550,10 @@ def test_the_wide_grey_change_replays_from_its_draws():
     blurred (Gaussian, mirrored at the edges) if its coin says so, plus std * noise if its coin
     says so: replayed from the paper-free tile of the same seed, with the blur written out. Each
     step ends at the same place of the stream, whichever branches it took."""
-    rng = np.random.default_rng(0)
-    images = rng.standard_normal((2, 30, 30)).astype(np.float32)
-    classes, weights = np.ones((2, 30, 30), np.uint8), np.ones((2, 30, 30), np.float32)
-    kw = dict(tile=20, out=8, elastic=False, flips=False)
+    data, kw = grey_case(0)
     seen = set()
     for seed in range(12):
-        plain_rng = np.random.default_rng(seed)
-        plain = TileSampler(images, classes, weights, grey=False, **kw).sample(plain_rng)[0]
+        plain, plain_rng = grey_free_tile(data, kw, seed)
         z1, z2 = plain_rng.normal(0.0, 0.3), plain_rng.normal(0.0, 0.3)
         blur, sigma = plain_rng.random() < 0.5, plain_rng.uniform(0.5, 2.0)
         noisy, std = plain_rng.random() < 0.5, plain_rng.uniform(0.0, 0.1)
@@ -562,7 +564,7 @@ def test_the_wide_grey_change_replays_from_its_draws():
         if noisy:
             want = want + std * noise
         wide_rng = np.random.default_rng(seed)
-        x = TileSampler(images, classes, weights, augment="wide", **kw).sample(wide_rng)[0]
+        x = TileSampler(*data, augment="wide", **kw).sample(wide_rng)[0]
         assert x.dtype == np.float32 and x.shape == (1, 1, 20, 20)
         np.testing.assert_allclose(x[0, 0], want, rtol=1e-5, atol=1e-5)
         assert wide_rng.bit_generator.state == plain_rng.bit_generator.state, seed

@@ -65,7 +65,9 @@ def probabilities(model, meta, images, tile):
 def silver_scores(model, meta, cfg, name, trained, only=None, cache=None):
     """The frames that the run never trained on, against the silver truth (only: just the
     frames of these numbers that have no reference mask): SEG at each threshold, and at the
-    preset's 0.5 the frames, their merged and split cells and their cell counts."""
+    preset's 0.5 the frames, their merged and split cells and their cell counts. cache: {frame:
+    P(cell)} of this model, filled and read (a second call predicts no frame twice)."""
+    cache = {} if cache is None else cache
     folder = CTC_DIR / name
     seq = sorted(p.parent.name[:-3] for p in folder.glob("*_GT/SEG"))[0]
     reference = {p.name for p in (folder / f"{seq}_GT" / "SEG").glob("man_seg*.tif")}
@@ -75,11 +77,10 @@ def silver_scores(model, meta, cfg, name, trained, only=None, cache=None):
         if f"{seq}/t{t}" in trained or only is not None and (int(t) not in only
                                                              or st.name in reference):
             continue
-        if cache is None or t not in cache:        # cache: {frame: P(cell)} of this model
-            p = probabilities(model, meta, load_stack(folder / seq / f"t{t}.tif"), cfg["tile"])
-            if cache is not None:
-                cache[t] = p
-        probs += cache[t] if cache is not None else p
+        if t not in cache:
+            cache[t] = probabilities(model, meta, load_stack(folder / seq / f"t{t}.tif"),
+                                     cfg["tile"])
+        probs += cache[t]
         ref.append(load_stack(st, labels=True)[0].astype(np.int32))
         frames.append(int(t))
     ref = np.stack(ref)
@@ -91,9 +92,9 @@ def silver_scores(model, meta, cfg, name, trained, only=None, cache=None):
                 cells=[len(np.unique(r[r > 0])) for r in ref])
 
 
-def second_half_seg(run, steps):
-    """Mean validation SEG (plain, averaged weights) over the validations after steps / 2."""
-    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+def second_half_seg(log, steps):
+    """Mean validation SEG (plain, averaged weights) over the validations of a run's log
+    records after steps / 2."""
     return float(np.mean([r["val"]["seg"] for r in log if "val" in r and r["step"] > steps / 2]))
 
 
@@ -160,7 +161,7 @@ def main():
             val_ms = metrics.merged_and_split_cells(np.stack(cells), inst[val])
             weights[group] = dict(
                 name=weighting(cfg), steps=cfg["steps"], plain=final["plain"]["seg"],
-                tta=final["tta"]["seg"], half=second_half_seg(run, cfg["steps"]),
+                tta=final["tta"]["seg"], half=second_half_seg(log, cfg["steps"]),
                 val_merged=sum(m["merges"] for m in val_ms),
                 val_split=sum(m["splits"] for m in val_ms), val_cells=int(sum(
                     len(np.unique(r[r > 0])) for r in inst[val])),
