@@ -236,7 +236,7 @@ def test_a_cell_models_package_says_how_its_cells_are_made():
             "cells goes to the nearer one") in readme
     # the settings are those predict --instances reads (cell_options), run's or default
     from tinyunet.instances import BORDER, cell_options
-    assert cell_options(meta) == (3, 50)
+    assert cell_options(meta) == (3, 50, 0.5)
     older = dict(meta, train_config=dict(labels="instances"))
     assert export.rdf(older, "c", "d", 92, files)["config"]["tinyunet"]["instances"][
         "border"] == BORDER

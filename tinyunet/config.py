@@ -17,7 +17,8 @@ The presets are the network, tile and recipe for a machine:
     cells   touching cells from instance masks (docs/15-cells.md): the cpu network and optimizer,
             10000 steps (60.7 minutes alone on 2 cores on DIC-HeLa, measured by
             benchmarks/bench_wallclock.py), averaged weights, separation borders of 2 px,
-            predicted cells smaller than 100 px dropped
+            cells where P(cell) > 0.7 (the threshold chosen on the silver truth of frames
+            never trained on: studies/cells/thresholds.md), those smaller than 100 px dropped
 """
 import dataclasses
 import math
@@ -37,7 +38,7 @@ PRESETS = {
     "tiny": dict(),                                 # TrainConfig's defaults
     # touching cells (instance labels: the cell tracking challenge's sets, docs/15-cells.md)
     "cells": dict(base_channels=16, depth=4, tile=380, optimizer="adam", lr=0.0005, steps=10000,
-                  val_every=500, ema=0.999, border=2, min_cell=100),
+                  val_every=500, ema=0.999, border=2, min_cell=100, threshold=0.7),
 }
 
 # what best.npz is chosen by: (the validation score, its sign; the lowest sign * score wins)
@@ -83,6 +84,7 @@ class TrainConfig:
     labels: str = "membranes"          # "membranes" (ISBI) or "instances" (data/targets.py)
     border: int = 2                    # instances: the separation border's width, px
     min_cell: int = 0                  # instances: predicted cells smaller than this are dropped
+    threshold: float = 0.5             # instances: P(cell) above which a pixel is a cell's
     weighting: str = "paper"           # one of WEIGHTINGS
     w0: float = 10.0
     sigma: float = 5.0
@@ -124,6 +126,7 @@ class TrainConfig:
                 ("seed", self.seed >= 0, ">= 0"), ("w0", self.w0 >= 0, ">= 0"),
                 ("sigma", self.sigma > 0, "> 0"), ("border", self.border >= 0, ">= 0"),
                 ("min_cell", self.min_cell >= 0, ">= 0"),
+                ("threshold", 0 < self.threshold < 1, "in (0, 1)"),
                 ("labels", self.labels in LABEL_KINDS, _one_of(LABEL_KINDS)),
                 ("weighting", self.weighting in WEIGHTINGS, _one_of(WEIGHTINGS)),
                 ("augment", self.augment in AUGMENTS, _one_of(AUGMENTS)),

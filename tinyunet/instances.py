@@ -7,7 +7,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 BORDER = 2                      # px: the separation border's default width
-THRESHOLD = 0.5                 # P(cell) above which a pixel is a cell's (validation, predict)
+THRESHOLD = 0.5                 # P(cell) above which a pixel is a cell's, where a run sets none
 
 
 def _disc(radius):
@@ -33,10 +33,12 @@ def separation_border(instances, width=BORDER):
 
 
 def cell_options(meta):
-    """(border, min_cell) of label_cells for a checkpoint's model: its run's settings (the
-    separation border it learnt; the specks it drops)."""
+    """(border, min_cell, threshold) of label_cells for a checkpoint's model: its run's settings
+    (the separation border it learnt; the specks it drops; the P(cell) above which a pixel is a
+    cell's), THRESHOLD for a run older than the setting."""
     recipe = meta.get("train_config") or {}
-    return recipe.get("border", BORDER), recipe.get("min_cell", 0)
+    return (recipe.get("border", BORDER), recipe.get("min_cell", 0),
+            recipe.get("threshold", THRESHOLD))
 
 
 def recipe(meta):
@@ -45,8 +47,8 @@ def recipe(meta):
     trained on instance masks."""
     if (meta.get("train_config") or {}).get("labels") != "instances":
         return None
-    border, min_cell = cell_options(meta)
-    return dict(function="tinyunet.instances.label_cells", threshold=THRESHOLD, connectivity=4,
+    border, min_cell, threshold = cell_options(meta)
+    return dict(function="tinyunet.instances.label_cells", threshold=threshold, connectivity=4,
                 min_cell=min_cell, border=border)
 
 

@@ -45,7 +45,7 @@ from .data.samples import TileSampler
 from .data.targets import targets
 from .files import atomic_write, write_file
 from .infer import predict_tiled
-from .instances import THRESHOLD, label_cells
+from .instances import label_cells
 from .metrics import evaluate, seg
 from .model import UNet, output_size
 from .ops.softmax_cross_entropy import softmax_cross_entropy
@@ -273,7 +273,7 @@ class Trainer:
             probs = self.predict(self.val_x, tta, model)
         self.val_probs = probs                # kept for predictions.png if this is the best
         if self.cfg.labels == "instances":    # SEG of the cells found (topology: no meaning)
-            cells = [label_cells(p, THRESHOLD, self.cfg.border, self.cfg.min_cell) for p in probs]
+            cells = [label_cells(p, self.cfg.threshold, self.cfg.border, self.cfg.min_cell) for p in probs]
             res = seg(np.stack(cells), self.val_labels)
         else:
             res = evaluate(probs, labels_to_classes(self.val_labels), topology=topology)

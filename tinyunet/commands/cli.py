@@ -76,6 +76,7 @@ def number(valid, ok):
 positive_float = number("> 0", lambda v: v > 0)
 non_negative_float = number(">= 0", lambda v: v >= 0)
 fraction = number("in [0, 1)", lambda v: 0 <= v < 1)
+probability = number("in (0, 1)", lambda v: 0 < v < 1)
 
 _UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 

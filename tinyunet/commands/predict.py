@@ -30,17 +30,16 @@ from pathlib import Path
 import numpy as np
 
 from ..checkpoint import SHIPPED, CheckpointError, load_model, trained_on
-from .cli import ArgumentParser, at_least, block_shape, device, memory_size, number
+from .cli import ArgumentParser, at_least, block_shape, device, memory_size, probability
 from ..data import grey_range, load_stack, normalise
 from ..data.images import image_files
 from ..errors import DataWarning, UserError
 from ..files import check_writable
 from ..files import write_file as write
 from ..infer import choose_tile, covering_tile, predict_tiled
-from ..instances import THRESHOLD, cell_options, label_cells
+from ..instances import cell_options, label_cells
 from ..model import check_input_size
 
-probability = number("in (0, 1)", lambda v: 0 < v < 1)
 HINT = "give the best.npz or latest.npz of a training run (runs/<run>/best.npz)"
 
 
@@ -72,8 +71,8 @@ def build_parser():
     cells = ap.add_argument_group("cells (a model trained on instance masks)")
     cells.add_argument("--instances", action="store_true", help="write the cells, one id each "
                        "(<name>_labels.tif, uint16), not P(cell)")
-    cells.add_argument("--threshold", type=probability, default=THRESHOLD,
-                       help=f"P(cell) above which a pixel is a cell ({THRESHOLD})")
+    cells.add_argument("--threshold", type=probability, help="P(cell) above which a pixel is a "
+                       "cell (default: the run's --threshold)")
     cells.add_argument("--min-cell", type=at_least(0), help="drop cells smaller than this many "
                        "px (default: the run's --min-cell)")
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -179,8 +178,9 @@ def predict_in_memory(model, meta, paths, out, targets, args):
     except ValueError as e:
         raise UserError(f"{e}: raise --memory or give a --tile") from None
     recipe = meta.get("train_config") or {}
-    border, min_cell = cell_options(meta)
+    border, min_cell, threshold = cell_options(meta)
     min_cell = args.min_cell if args.min_cell is not None else min_cell
+    threshold = args.threshold if args.threshold is not None else threshold
     if args.instances and recipe.get("labels") != "instances":
         warnings.warn(f"--instances: this model was trained on {recipe.get('labels', 'membrane')}"
                       f" labels, not on instance masks: its cells are the connected regions "
@@ -198,7 +198,7 @@ def predict_in_memory(model, meta, paths, out, targets, args):
             print(f"slice {len(times)}/{n}: {times[-1]:.2f} s", flush=True)
         probs = np.stack(probs).astype(np.float32)
         if args.instances:
-            cells = np.stack([label_cells(p, args.threshold, border, min_cell) for p in probs])
+            cells = np.stack([label_cells(p, threshold, border, min_cell) for p in probs])
             if cells.max() > np.iinfo(np.uint16).max:
                 raise UserError(f"{target}: {cells.max()} cells do not fit uint16 labels")
             cells = cells[0] if len(cells) == 1 else cells     # a frame: 2-D, as man_seg

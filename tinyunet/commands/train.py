@@ -32,7 +32,7 @@ import sys
 from pathlib import Path
 
 from .cli import (ArgumentParser, announce_compiling, at_least, device, fraction,
-                   non_negative_float, positive_float)
+                   non_negative_float, positive_float, probability)
 from ..checkpoint import SHIPPED, CheckpointError, checkpoint_meta, model_file
 from ..config import LR_SCHEDULES, OPTIMIZERS, PRESETS, TrainConfig
 from ..data.samples import AUGMENTS
@@ -97,6 +97,9 @@ def build_parser():
                        "border's width between touching cells, px (2)")
     study.add_argument("--min-cell", type=at_least(0), help="instance labels: predicted cells "
                        "smaller than this many px are dropped (validation, prediction)")
+    study.add_argument("--threshold", type=probability, help="instance labels: P(cell) above "
+                       "which a pixel is a cell's (validation, prediction), in (0, 1) (0.5; "
+                       "--preset cells: 0.7)")
     study.add_argument("--augment", choices=AUGMENTS, help="the grey-value change: paper (gain "
                        "and offset ~ N(0, 0.1), the default) or wide (gain and offset ~ "
                        "N(0, 0.3), half the tiles blurred, sigma 0.5-2 px, half with noise of "
@@ -119,7 +122,7 @@ def build_parser():
 # the flags that set a TrainConfig field of the same name
 RECIPE = ("steps", "lr", "optimizer", "weighting", "val_every", "seed", "tile", "base_channels",
           "depth", "dropout", "momentum", "lr_schedule", "warmup", "w0", "sigma", "augment", "ema",
-          "border", "min_cell")
+          "border", "min_cell", "threshold")
 
 
 def main(argv=None):
