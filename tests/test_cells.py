@@ -379,6 +379,30 @@ def test_a_cell_merges_reference_cells_only_when_it_covers_more_than_half_of_eac
         assert ms["merged"] == merged and ms["merges"] == len(merged), cols
 
 
+@pytest.mark.parametrize("threshold, seg_score, predicted", [(0.5, 1.0, 2), (0.7, 0.5, 1)])
+def test_validation_finds_cells_at_the_runs_threshold(tmp_path, threshold, seg_score, predicted):
+    """A run validates the cells of P(cell) > its threshold: of two reference cells, one sure
+    (0.9) and one faint (0.6), both are found at 0.5 and the faint one is lost at 0.7 (SEG
+    counts it 0)."""
+    from tinyunet.train import Trainer
+
+    from .conftest import small_config
+    ref = np.zeros((1, 48, 48), np.int32)
+    ref[0, 4:20, 4:20] = 1
+    ref[0, 28:44, 28:44] = 2
+    prob = np.zeros((1, 48, 48), np.float32)
+    prob[0, 4:20, 4:20] = 0.9                   # cell 1: sure
+    prob[0, 28:44, 28:44] = 0.6                 # cell 2: faint, a cell at 0.5 only
+    images = (60 + 120 * (ref > 0)).astype(np.uint8)
+    cfg = small_config(labels="instances", border=1, threshold=threshold,
+                       data=dict(source="cells", labels="instances"))
+    trainer = Trainer(cfg, (images, ref), (images, ref), tmp_path / "run", progress=False)
+    trainer.predict = lambda images, tta=False, model=None: prob
+    res = trainer.validate()
+    assert res["seg"] == pytest.approx(seg_score)
+    assert res["predicted"] == predicted
+
+
 def test_instance_data_without_a_preset_train_with_the_cells_preset(tmp_path):
     """A new run on instance labels without --preset takes the cells preset (membranes: cpu,
     the synthetic set: tiny); --preset still wins."""
@@ -390,7 +414,7 @@ def test_instance_data_without_a_preset_train_with_the_cells_preset(tmp_path):
         assert (cfg.preset, cfg.labels) == (preset, labels)
     cells = train_cmd.make_config(train_cmd.build_parser().parse_args([]), None, "cpu",
                                   dict(source=str(tmp_path), labels="instances"))
-    assert (cells.border, cells.min_cell) == (2, 100)   # the cells preset's own settings
+    assert (cells.border, cells.min_cell, cells.threshold) == (2, 100, 0.7)   # the preset's own
     given = train_cmd.make_config(train_cmd.build_parser().parse_args(["--preset", "tiny"]),
                                   None, "cpu", dict(source=str(tmp_path), labels="instances"))
     assert given.preset == "tiny" and given.labels == "instances"

@@ -39,7 +39,7 @@ def test_the_presets_are_the_documented_ones():
                     ema=0.999),
         "paper": dict(base_channels=64, depth=4, tile=572, optimizer="sgd", momentum=0.99),
         "cells": dict(base_channels=16, depth=4, tile=380, optimizer="adam", lr=5e-4,
-                      steps=10000, ema=0.999, border=2, min_cell=100),
+                      steps=10000, ema=0.999, border=2, min_cell=100, threshold=0.7),
     }
     for name, want in expect.items():
         cfg = TrainConfig.from_preset(name).check()

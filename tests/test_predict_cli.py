@@ -198,16 +198,23 @@ def test_unreachable_scheduler_is_one_line(run, capsys):
     (dict(min_cell=20), [], [36]),            # 20: the 4x4 cell too
     (dict(), [], [9, 16, 36]),                # no min_cell recorded: every cell kept
     (dict(min_cell=20), ["--min-cell", "0"], [9, 16, 36]),    # the flag wins
+    (dict(threshold=0.7), [], [9, 36]),       # the run's threshold 0.7: the 0.6 cell is not one
+    (dict(), [], [9, 16, 36]),                # no threshold recorded: 0.5, as such runs used
+    (dict(threshold=0.7), ["--threshold", "0.55"], [9, 16, 36]),   # the flag wins
+    (dict(threshold=0.3), [], [9, 16, 36, 50]),                    # 0.3: the faint 0.4 one too
 ])
 def test_instances_drop_the_cells_smaller_than_the_runs_min_cell(tmp_path, capsys, monkeypatch,
                                                                  run_config, flag, sizes):
-    """predict --instances drops the cells smaller than the run's min_cell, as validation does
-    (label_cells with the run's min_cell), unless --min-cell says otherwise."""
+    """predict --instances drops the cells smaller than the run's min_cell and keeps the pixels
+    above the run's threshold, as validation does (label_cells with the run's settings), unless
+    --min-cell or --threshold says otherwise."""
     ckpt, _ = write_checkpoint(tmp_path / "run" / "best.npz", mean=MEAN, std=STD,
                                train_config=dict(tile=60, labels="instances", border=1,
                                                  **run_config))
     prob = np.zeros((30, 40), np.float32)
-    prob[2:5, 2:5] = prob[10:14, 10:14] = prob[20:26, 30:36] = 0.9   # cells of 9, 16 and 36 px
+    prob[2:5, 2:5] = prob[20:26, 30:36] = 0.9                         # cells of 9 and 36 px,
+    prob[10:14, 10:14] = 0.6                                          # 16 px less sure,
+    prob[20:25, 2:12] = 0.4                                           # 50 px, faint
     monkeypatch.setattr(predict, "predict_tiled", lambda model, img, **kw: prob)
     tifffile.imwrite(tmp_path / "frame.tif", np.zeros((30, 40), np.uint8))
     code, _, err = cli([ckpt, tmp_path / "frame.tif", "--instances", "--out", tmp_path / "out",

@@ -273,7 +273,8 @@ class Trainer:
             probs = self.predict(self.val_x, tta, model)
         self.val_probs = probs                # kept for predictions.png if this is the best
         if self.cfg.labels == "instances":    # SEG of the cells found (topology: no meaning)
-            cells = [label_cells(p, self.cfg.threshold, self.cfg.border, self.cfg.min_cell) for p in probs]
+            cells = [label_cells(p, self.cfg.threshold, self.cfg.border, self.cfg.min_cell)
+                     for p in probs]
             res = seg(np.stack(cells), self.val_labels)
         else:
             res = evaluate(probs, labels_to_classes(self.val_labels), topology=topology)
