@@ -59,6 +59,9 @@ def test_the_ship_command_ships_a_finished_run_with_its_provenance(tmp_path, cap
     prov = json.loads((tmp_path / "models" / "tiny-model.json").read_text())
     assert prov["steps"] == 3 and prov["scores_last"]["step"] == 3
     assert "rand_error" in prov["scores_last"]["plain"] and prov["recipe"] == "--preset tiny"
+    assert "instances" not in prov and "silver" not in prov["data"]     # membranes, no GT+ST
+    assert prov["scored_on"] == f"validation slices {prov['data']['val_slices']}, which the " \
+        "model never trained on"
     model, meta = load_model(tmp_path / "models" / "tiny-model.npz")
     assert meta["provenance"] == prov and meta["optimizer"] is None
     assert "exists: --overwrite" in error_line(command.main, argv, capsys)
@@ -132,7 +135,8 @@ def test_predict_with_the_shipped_model_writes_into_the_working_folder(tmp_path,
 
 
 def test_a_shipped_model_keeps_its_runs_data_border_and_min_cell(tmp_path, capsys, monkeypatch):
-    """A shipped model keeps its run's data source, border and min_cell for export and predict."""
+    """A shipped model keeps its run's data source, border and min_cell for export and predict;
+    its card says how cells are made and, for a GT+ST run, what it was scored on."""
     import tifffile
     from tinyunet import export
     from tinyunet.checkpoint import trained_on
@@ -151,7 +155,8 @@ def test_a_shipped_model_keeps_its_runs_data_border_and_min_cell(tmp_path, capsy
     images = images.astype(np.uint8)
     source = "/data/ctc/DIC-C2DH-HeLa"                  # as data.selection records a folder
     cfg = small_config(steps=2, val_every=2, labels="instances", border=1, min_cell=7, ema=0.5,
-                       data=dict(source=source, labels="instances"))
+                       data=dict(source=source, labels="instances", silver=True,
+                                val_slices="36-57"))
     trainer = Trainer(cfg, (images[:2], labels[:2]), (images[2:], labels[2:]), tmp_path / "run",
                       progress=False)
     trainer.run()
@@ -161,7 +166,11 @@ def test_a_shipped_model_keeps_its_runs_data_border_and_min_cell(tmp_path, capsy
     assert code == 0, err
     shipped = tmp_path / "models" / "cells.npz"          # no config.json beside it
     card = json.loads(shipped.with_suffix(".json").read_text())
-    assert card["data"]["set"] == "DIC-C2DH-HeLa"
+    assert card["data"]["set"] == "DIC-C2DH-HeLa" and card["data"]["silver"] is True
+    assert card["scored_on"].startswith("the fully annotated reference frames among slices "
+                                        "36-57, a block of frames held out of training")
+    assert card["instances"] == dict(function="tinyunet.instances.label_cells", threshold=0.5,
+                                     connectivity=4, min_cell=7, border=1)
     _, meta = load_model(shipped)
     recipe = meta["train_config"]
     assert (recipe["labels"], recipe["border"], recipe["min_cell"]) == ("instances", 1, 7)

@@ -8,10 +8,12 @@ export and checkpoint.load_model read by name, with its provenance beside it.
 Writes NAME.npz (the run's last parameters, averaged where the run kept an average, in float32,
 no optimizer state: checkpoint.ship) and NAME.json, its provenance: the command that trained it
 (from the train.log a study keeps beside the run, where there is one), the commit the run started
-from (in a git checkout), the data and slices, the steps and minutes, and the run's own scores on
-its validation slices (final_metrics.json: the last checkpoint, the one shipped, and the best
-for comparison). The run must be finished; a model already there is replaced only with
---overwrite.
+from (in a git checkout), the data and slices (with --silver: the silver truth too, and a block
+of frames held out of training that validates), the steps and minutes, the run's own scores on
+its validation slices (final_metrics.json: the last checkpoint, the one shipped, and the best for
+comparison), and for a model of cells the rule that makes cells of its P(cell)
+(instances.recipe: the run's threshold, minimum size and border). The run must be finished; a
+model already there is replaced only with --overwrite.
 """
 import json
 import subprocess
@@ -21,6 +23,7 @@ from pathlib import Path
 from ..checkpoint import MODELS, load_checkpoint, ship
 from ..errors import UserError
 from ..files import atomic_write
+from ..instances import recipe
 from ..rundir import read_run, run_minutes
 from .cli import ArgumentParser, at_least
 
@@ -50,12 +53,20 @@ def provenance(run, threads=None):
         pass
     d = cfg.get("data") or {}
     minutes = round(run_minutes(run), 1)
+    data = {"set": Path(d.get("source") or "?").name, "train_slices": d.get("train_slices"),
+            "val_slices": d.get("val_slices"), "fingerprint": d.get("fingerprint")}
+    scored_on = f"validation slices {d.get('val_slices')}, which the model never trained on"
+    if d.get("silver"):                      # GT+ST: the block's reference frames validate
+        data["silver"] = True
+        scored_on = (f"the fully annotated reference frames among slices {d.get('val_slices')}, "
+                     f"a block of frames held out of training (neither their reference nor their "
+                     f"silver masks were trained on)")
+    cells = recipe({"train_config": cfg})
     return {
         "command": command,
         "commit": commit,
         "recipe": f"--preset {cfg['preset']}",
-        "data": {"set": Path(d.get("source") or "?").name, "train_slices": d.get("train_slices"),
-                 "val_slices": d.get("val_slices"), "fingerprint": d.get("fingerprint")},
+        "data": data,
         "steps": cfg["steps"], "seed": cfg["seed"], "ema": cfg.get("ema"),
         "minutes": minutes if minutes == minutes else None,       # NaN: the log has no times
         **({"threads": threads} if threads else {}),
@@ -63,7 +74,8 @@ def provenance(run, threads=None):
                    "chosen on nothing",
         "scores_last": {"step": final["last"]["step"], **scores(final["last"])},
         "scores_best": {"step": final["step"], **scores(final)},
-        "scored_on": f"validation slices {d.get('val_slices')}, which the model never trained on",
+        "scored_on": scored_on,
+        **({"instances": cells} if cells else {}),   # how predict --instances makes the cells
     }
 
 
