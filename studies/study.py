@@ -89,7 +89,8 @@ class Study:
             (self.logs / name / f).write_bytes((run / f).read_bytes())
         if (OUT / name / "train.log").exists():
             (self.logs / name / "train.log").write_text(
-                (OUT / name / "train.log").read_text().replace(str(ROOT) + "/", ""))
+                (OUT / name / "train.log").read_text().replace(str(ROOT) + "/", "")
+                .replace(str(ROOT.parent / "shared") + "/", "../shared/"))
 
     def run_one(self, name, argv, threads):
         """Start (or resume) one run; returns (name, what happened)."""

@@ -43,7 +43,8 @@ def provenance(run, threads=None):
     log = next((p for p in (run / "train.log", run.parent / "train.log") if p.exists()), None)
     command = log.read_text().splitlines()[0] if log else None
     if command:                              # as a user types it: python, paths in the checkout
-        command = "python " + command.split(" ", 1)[1].replace(str(ROOT) + "/", "")
+        command = "python " + command.split(" ", 1)[1].replace(str(ROOT) + "/", "").replace(
+            str(ROOT.parent / "shared") + "/", "../shared/")   # the shared data beside it
     commit = None
     try:                                     # the commit the run started from (its folder is
         start = datetime.strptime(run.name[:15], "%Y%m%d-%H%M%S")   # named by its start time)
