@@ -30,6 +30,16 @@ def rng():
 
 
 @pytest.fixture
+def ctc_dir():
+    """The cell tracking challenge's sets (../shared/data/ctc, or $TINYUNET_DATA_DIR/ctc)."""
+    from tinyunet.data.ctc import default_ctc_dir
+    folder = default_ctc_dir()
+    if not (folder / "DIC-C2DH-HeLa").is_dir():
+        pytest.skip(f"the cell tracking challenge's data not found at {folder}")
+    return folder
+
+
+@pytest.fixture
 def isbi_dir():
     if not (ISBI_DIR / "train-labels.tif").exists():
         pytest.skip(f"ISBI 2012 data not found at {ISBI_DIR}")

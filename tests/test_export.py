@@ -189,6 +189,29 @@ def test_the_shipped_model_exports_by_name_and_passes_the_zoo_test(tmp_path, cap
     assert "scores_last" not in readme and '"rand_error"' in readme and "25-29" in readme
 
 
+@needs_onnx
+@pytest.mark.parametrize("name", ["dic-hela", "phc-u373"])
+def test_the_cell_models_export_by_name_and_pass_the_zoo_test(name, tmp_path, capsys):
+    """A shipped cell model's package passes the zoo's test and states its own rule for cells
+    (the run's threshold, minimum size and border), which the package's network does not hold."""
+    import yaml
+
+    from tinyunet.checkpoint import load_model
+    from tinyunet.commands.export import main
+    from tinyunet.instances import recipe
+    out = tmp_path / f"{name}_zoo"
+    code, text, err = run_example(main, [name, "--format", "bioimageio", "--out", out], capsys)
+    assert code == 0 and "bioimageio test" in text, err
+    assert zoo_test(out) == "passed"
+    doc = yaml.safe_load((out / "rdf.yaml").read_text())
+    _, meta = load_model(name)
+    assert doc["config"]["tinyunet"]["instances"] == recipe(meta)
+    assert doc["training_data"]["name"] == "Cell Tracking Challenge"
+    rule = recipe(meta)
+    assert f"P(cell) > {rule['threshold']:g}, those smaller than {rule['min_cell']} px" in \
+        (out / "README.md").read_text()
+
+
 def test_validation_scores_come_from_the_run_beside_a_checkpoint(tmp_path):
     import json
     run, checkpoint = tmp_path, tmp_path / "best.npz"        # only the folder is read

@@ -98,9 +98,8 @@ def test_the_commands_mistakes_get_one_line(trained, tiny, tmp_path, capsys):
                    f"that starts from it keeps it; leave --depth out, or train from scratch "
                    f"without --init\n")
     err = error_line(train_cmd.main, tiny + ["--init", "isbi2013"], capsys)
-    assert err.startswith("error: --init isbi2013: no checkpoint at isbi2013; give a shipped "
-                          "model (isbi2012") and err.endswith("or a checkpoint "
-                                                              "(runs/<run>/latest.npz)\n")
+    assert err == ("error: --init isbi2013: no checkpoint at isbi2013; give a shipped model "
+                   "(dic-hela, isbi2012, phc-u373) or a checkpoint (runs/<run>/latest.npz)\n")
     assert not (tmp_path / "runs").exists()               # nothing written
     # a run that started from random weights cannot be resumed as a fine-tuned one
     code, _, err = run_example(train_cmd.main, tiny + ["--steps", "2"], capsys)

@@ -1,7 +1,8 @@
 """The models that ship with tinyunet: checkpoint.ship writes the averaged parameters
 in float32 with their provenance and nothing to resume from; the shipped ISBI model loads by
 name, says how it was made, scores the validation slices it never trained on exactly as its
-provenance says, and runs through predict.py --model."""
+provenance says, and runs through predict.py --model; so do the cell models (dic-hela,
+phc-u373), whose cards also say how their cells are made."""
 import json
 
 import numpy as np
@@ -12,6 +13,7 @@ from tinyunet.checkpoint import SHIPPED, load_checkpoint, load_model, save_check
 from tinyunet.optim import EMA, SGD
 
 SHIPPED_JSON = SHIPPED["isbi2012"].with_suffix(".json")
+CELL_MODELS = {"dic-hela": "DIC-C2DH-HeLa", "phc-u373": "PhC-C2DH-U373"}
 
 
 def test_ship_keeps_the_average_in_float32_with_provenance_and_no_optimizer(tmp_path):
@@ -190,3 +192,66 @@ def test_a_shipped_model_keeps_its_runs_data_border_and_min_cell(tmp_path, capsy
     assert code == 0, err
     assert calls == [(0.5, 1, 7)]
     assert tifffile.imread(tmp_path / "pred" / "frame_labels.tif").shape == (48, 48)
+
+
+@pytest.mark.parametrize("name, set_name", CELL_MODELS.items())
+def test_the_cell_models_ship_with_their_provenance(name, set_name):
+    from tinyunet.instances import recipe
+    model, meta = load_model(name)
+    prov = meta["provenance"]
+    assert prov == json.loads(SHIPPED[name].with_suffix(".json").read_text())
+    assert prov["command"].startswith(f"python examples/train_isbi.py --data ../shared/data/ctc/"
+                                      f"{set_name} --silver")
+    assert prov["data"]["set"] == set_name and prov["data"]["silver"] is True
+    assert prov["steps"] == meta["step"] == meta["train_config"]["steps"]
+    assert len(prov["commit"]) == 40 and prov["recipe"] == "--preset cells"
+    assert prov["instances"] == recipe(meta)                     # how predict makes its cells
+    assert prov["instances"]["threshold"] == meta["train_config"]["threshold"]
+    assert 0 < prov["scores_last"]["plain"]["seg"] <= 1
+    assert all(v.dtype == np.float32 for v in model.params.values())
+
+
+@pytest.mark.parametrize("name, set_name", CELL_MODELS.items())
+def test_a_cell_model_scores_the_frames_it_never_saw_as_its_provenance_says(name, set_name,
+                                                                           ctc_dir):
+    """The reference frames of the block held out of training, segmented with the model's own
+    rule (cell_options), score SEG as the run validated them."""
+    from tinyunet import metrics
+    from tinyunet.data import normalise
+    from tinyunet.data.ctc import load_ctc
+    from tinyunet.data.selection import parse_slices
+    from tinyunet.infer import predict_tiled
+    from tinyunet.instances import cell_options, label_cells
+    model, meta = load_model(name)
+    prov = meta["provenance"]
+    images, inst, names, partial, silver = load_ctc(ctc_dir / set_name, silver=True)
+    val = [i for i in parse_slices(prov["data"]["val_slices"], len(images))
+           if not silver[i] and not partial[i]]
+    trained = parse_slices(prov["data"]["train_slices"], len(images))
+    assert val and not set(val) & set(trained)
+    border, min_cell, threshold = cell_options(meta)
+    cells = np.stack([label_cells(predict_tiled(model, x, tile=meta["train_config"]["tile"],
+                                                channel=1), threshold, border, min_cell)
+                      for x in normalise(images[val], meta["mean"], meta["std"])])
+    got = metrics.seg(cells, inst[val])["seg"]
+    assert abs(got - prov["scores_last"]["plain"]["seg"]) < 1e-4, got
+
+
+@pytest.mark.parametrize("name", CELL_MODELS)
+def test_predict_instances_with_a_cell_model_writes_labels_per_frame(name, tmp_path,
+                                                                     monkeypatch):
+    """predict --model NAME frames/ --instances: one <frame>_labels.tif per frame, in place of
+    the probabilities."""
+    import tifffile
+    from tinyunet.commands import predict
+    rng = np.random.default_rng(0)
+    (tmp_path / "frames").mkdir()
+    for t in ("t000", "t001"):
+        tifffile.imwrite(tmp_path / "frames" / f"{t}.tif",
+                         rng.integers(0, 256, (120, 150), dtype=np.uint8))
+    monkeypatch.chdir(tmp_path)
+    predict.main(["--model", name, "frames", "--instances"])
+    for t in ("t000", "t001"):
+        labels = tifffile.imread(tmp_path / "predictions" / f"{t}_labels.tif")
+        assert labels.shape == (120, 150) and np.issubdtype(labels.dtype, np.integer)
+    assert not list((tmp_path / "predictions").glob("*_prob.tif"))

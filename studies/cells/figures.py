@@ -6,8 +6,8 @@
 
 For every finished run of studies/cells/run.py, its last checkpoint (the averaged weights,
 chosen on nothing) segments its validation frames: SEG, cells merged and split per frame
-(metrics.merged_and_split_cells), and SEG at other thresholds of P(cell) than the 0.5 the preset
-uses. It also segments every frame of the sequence that has no reference mask and scores it
+(metrics.merged_and_split_cells), at the run's threshold of P(cell) (the preset's 0.7; 0.5 for
+the runs from before the setting), and SEG at other thresholds. It also segments every frame of the sequence that has no reference mask and scores it
 against the challenge's silver truth (computer-made, not a human reference, but frames the run
 never trained on), with its merged and split cells frame by frame: two validation frames hold
 26 cells, where one merge more or less moves SEG by 0.03; the unannotated frames hold a thousand.
@@ -48,7 +48,9 @@ RUNS = {"presets/hela": "DIC-C2DH-HeLa", "presets/u373": "PhC-C2DH-U373",
         "weights/hela-balanced": "DIC-C2DH-HeLa", "weights/hela-none": "DIC-C2DH-HeLa",
         "weights/hela-w0-25": "DIC-C2DH-HeLa", "weights/u373-w0-25": "PhC-C2DH-U373",
         "seeds/u373-seed-1": "PhC-C2DH-U373", "seeds/u373-w0-25-seed-1": "PhC-C2DH-U373",
-        "silver/hela": "DIC-C2DH-HeLa", "silver/u373": "PhC-C2DH-U373"}
+        "silver/hela": "DIC-C2DH-HeLa", "silver/u373": "PhC-C2DH-U373",
+        "full/hela-silver": "DIC-C2DH-HeLa", "full/u373-silver": "PhC-C2DH-U373",
+        "full/hela-silver-seed-1": "DIC-C2DH-HeLa", "full/u373-silver-seed-1": "PhC-C2DH-U373"}
 WEIGHTINGS = ("presets/hela", "weights/hela-")      # the weight-map comparison (weights.md)
 # the block of frames that the silver runs hold out of training (run.py): its frames without a
 # reference mask, against the silver truth, are frames no run of the study trains on, the ones
@@ -65,7 +67,8 @@ def probabilities(model, meta, images, tile):
 def silver_scores(model, meta, cfg, name, trained, only=None, cache=None):
     """The frames that the run never trained on, against the silver truth (only: just the
     frames of these numbers that have no reference mask): SEG at each threshold, and at the
-    preset's 0.5 the frames, their merged and split cells and their cell counts. cache: {frame:
+    run's own (0.5 for runs older than the setting) the frames, their merged and split cells
+    and their cell counts. cache: {frame:
     P(cell)} of this model, filled and read (a second call predicts no frame twice)."""
     cache = {} if cache is None else cache
     folder = CTC_DIR / name
@@ -84,11 +87,12 @@ def silver_scores(model, meta, cfg, name, trained, only=None, cache=None):
         ref.append(load_stack(st, labels=True)[0].astype(np.int32))
         frames.append(int(t))
     ref = np.stack(ref)
+    at = cfg.get("threshold", 0.5)
     by_t = {t: np.stack([label_cells(p, t, cfg["border"], cfg["min_cell"]) for p in probs])
-            for t in THRESHOLDS}
-    return dict(seg=metrics.seg(by_t[0.5], ref), frames=frames,
+            for t in sorted({*THRESHOLDS, at})}
+    return dict(seg=metrics.seg(by_t[at], ref), frames=frames,
                 by_t={t: metrics.seg(c, ref)["seg"] for t, c in by_t.items()},
-                ms=metrics.merged_and_split_cells(by_t[0.5], ref),
+                ms=metrics.merged_and_split_cells(by_t[at], ref),
                 cells=[len(np.unique(r[r > 0])) for r in ref])
 
 
@@ -99,7 +103,7 @@ def second_half_seg(log, steps):
 
 
 def frames_table(rows):
-    """frames.md: a row per run and frame, merged by both."""
+    """frames.md: a row per run and frame (cells at the run's threshold), merged by both."""
     STUDY.write_table("frames.md", "| run | weighting | frame | SEG (last checkpoint) | cells | "
                       "found | merged | split | |\n|---|---|---|---|---|---|---|---|---|", rows,
                       key_columns=(0, 2))
@@ -126,10 +130,11 @@ def main():
         trained = [names[i] for i in parse_slices(cfg["data"]["train_slices"], len(images))]
         model, meta = model_from_checkpoint(run / "latest.npz")
         probs = probabilities(model, meta, images[val], cfg["tile"])
+        at = cfg.get("threshold", 0.5)             # the run's own: 0.5 before the setting
         by_t = {t: metrics.seg(np.stack([label_cells(p, t, cfg["border"], cfg["min_cell"])
                                          for p in probs]), inst[val])["seg"]
-                for t in THRESHOLDS}
-        cells = [label_cells(p, 0.5, cfg["border"], cfg["min_cell"]) for p in probs]
+                for t in sorted({*THRESHOLDS, at})}
+        cells = [label_cells(p, at, cfg["border"], cfg["min_cell"]) for p in probs]
         for i, c, p in zip(val, cells, probs):
             r = metrics.seg(c, inst[i])
             ms = metrics.merged_and_split_cells(c, inst[i])[0]
@@ -139,7 +144,7 @@ def main():
         seen = {}
         st = silver_scores(model, meta, cfg, name, trained, cache=seen)
         silver, n = st["seg"], len(st["frames"])
-        chosen = max(st["by_t"], key=st["by_t"].get)
+        chosen = max(THRESHOLDS, key=st["by_t"].get)
         thresholds.append(
             f"| {group} | {weighting(cfg)} | "
             + " | ".join(f"{st['by_t'][t]:.4f}" for t in THRESHOLDS)
@@ -152,7 +157,7 @@ def main():
         held = silver_scores(model, meta, cfg, name, trained, only=BLOCKS[name], cache=seen)
         block.append(f"| {group} | {weighting(cfg)} | "
                      f"{'reference + silver' if gtst else 'reference'} | {cfg['seed']} | "
-                     f"{cfg['steps']} | {by_t[0.5]:.4f} | {held['seg']['seg']:.4f} / "
+                     f"{cfg['steps']} | {at} | {by_t[at]:.4f} | {held['seg']['seg']:.4f} / "
                      f"{held['seg']['f1']:.3f} | {held['frames'][0]}-{held['frames'][-1]} "
                      f"({len(held['frames'])}) |")
         if group.startswith(WEIGHTINGS):
@@ -171,9 +176,9 @@ def main():
     frames_table(rows)
     if block:
         STUDY.write_table("block.md", "| run | weighting | masks trained on | seed | steps | "
-                          "validation SEG (reference frames, last checkpoint) | silver truth of "
-                          "the held-out block: SEG / F1 | its frames (how many) |\n"
-                          "|---|---|---|---|---|---|---|---|", block)
+                          "threshold (the run's) | validation SEG (reference frames, last "
+                          "checkpoint) | silver truth of the held-out block: SEG / F1 | its "
+                          "frames (how many) |\n|---|---|---|---|---|---|---|---|---|", block)
     if thresholds:
         STUDY.write_table("thresholds.md", "| run | weighting | "
                           + " | ".join(f"silver truth: SEG at {t}" for t in THRESHOLDS)
