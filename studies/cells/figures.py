@@ -56,7 +56,7 @@ WEIGHTINGS = ("presets/hela", "weights/hela-")      # the weight-map comparison 
 # reference mask, against the silver truth, are frames no run of the study trains on, the ones
 # to compare every run on and to choose on (block.md)
 BLOCKS = {"DIC-C2DH-HeLa": range(36, 58), "PhC-C2DH-U373": range(77, 115)}
-THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
+THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)   # rows from before 0.8 and 0.9: "-"
 
 
 def probabilities(model, meta, images, tile):
