@@ -1,6 +1,7 @@
 """The cells study's numbers frame by frame, and its figures (README.md beside this file).
 
     python studies/cells/figures.py    # after run.py: frames.md, thresholds.md, weights.md,
+                                       # block.md, sizes.md,
                                        # figures/cells_merges.png, cells_weights.png,
                                        # cells_curves.png (tables merged by run name)
 
@@ -21,7 +22,9 @@ sequence.
 
 The threshold is chosen on the silver truth (thresholds.md: SEG at each threshold
 on the frames never trained on, the best of them, and the validation frames at 0.5 and at it),
-so that the frames it is scored on play no part in choosing it.
+so that the frames it is scored on play no part in choosing it. sizes.md does the same for
+the smallest cell kept (the runs that hold a block out: SEG and F1 on the block's silver truth
+and on the validation frames, at the run's threshold): PhC-U373's extra cells are small.
 """
 import json
 import re
@@ -57,6 +60,7 @@ WEIGHTINGS = ("presets/hela", "weights/hela-")      # the weight-map comparison 
 # to compare every run on and to choose on (block.md)
 BLOCKS = {"DIC-C2DH-HeLa": range(36, 58), "PhC-C2DH-U373": range(77, 115)}
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)   # rows from before 0.8 and 0.9: "-"
+MIN_CELLS = (50, 100, 200, 400)     # the smallest cell kept, in px (sizes.md; the preset's 100)
 
 
 def probabilities(model, meta, images, tile):
@@ -68,7 +72,7 @@ def silver_scores(model, meta, cfg, name, trained, only=None, cache=None):
     """The frames that the run never trained on, against the silver truth (only: just the
     frames of these numbers that have no reference mask): SEG at each threshold, and at the
     run's own (0.5 for runs older than the setting) the frames, their merged and split cells
-    and their cell counts. cache: {frame:
+    and their cell counts, and SEG and F1 at each smallest cell kept (MIN_CELLS). cache: {frame:
     P(cell)} of this model, filled and read (a second call predicts no frame twice)."""
     cache = {} if cache is None else cache
     folder = CTC_DIR / name
@@ -90,7 +94,9 @@ def silver_scores(model, meta, cfg, name, trained, only=None, cache=None):
     at = cfg.get("threshold", 0.5)
     by_t = {t: np.stack([label_cells(p, t, cfg["border"], cfg["min_cell"]) for p in probs])
             for t in sorted({*THRESHOLDS, at})}
-    return dict(seg=metrics.seg(by_t[at], ref), frames=frames,
+    by_size = {m: metrics.seg(np.stack([label_cells(p, at, cfg["border"], m) for p in probs]),
+                              ref) for m in MIN_CELLS}
+    return dict(seg=metrics.seg(by_t[at], ref), frames=frames, by_size=by_size,
                 by_t={t: metrics.seg(c, ref)["seg"] for t, c in by_t.items()},
                 ms=metrics.merged_and_split_cells(by_t[at], ref),
                 cells=[len(np.unique(r[r > 0])) for r in ref])
@@ -110,7 +116,7 @@ def frames_table(rows):
 
 
 def main():
-    rows, merges, curves, weights, thresholds, block = [], {}, {}, {}, [], []
+    rows, merges, curves, weights, thresholds, block, sizes = [], {}, {}, {}, [], [], []
     for group, name in RUNS.items():
         run = STUDY.run_dir_of(group)
         if run is None or not (run / "final_metrics.json").exists():
@@ -160,6 +166,15 @@ def main():
                      f"{cfg['steps']} | {at} | {by_t[at]:.4f} | {held['seg']['seg']:.4f} / "
                      f"{held['seg']['f1']:.3f} | {held['frames'][0]}-{held['frames'][-1]} "
                      f"({len(held['frames'])}) |")
+        if gtst:                                   # the smallest cell kept, on the block
+            val_size = {m: metrics.seg(np.stack([label_cells(p, at, cfg["border"], m)
+                                                 for p in probs]), inst[val]) for m in MIN_CELLS}
+            sizes.append(f"| {group} | {cfg['seed']} | {at} | "
+                         + " | ".join(f"{held['by_size'][m]['seg']:.4f} / "
+                                      f"{held['by_size'][m]['f1']:.3f}" for m in MIN_CELLS)
+                         + " | " + " | ".join(f"{val_size[m]['seg']:.4f} / "
+                                              f"{val_size[m]['f1']:.3f}" for m in MIN_CELLS)
+                         + " |")
         if group.startswith(WEIGHTINGS):
             merges[group] = (images[val[0]], cells[0], inst[val[0]], names[val[0]])
             final = json.loads((run / "final_metrics.json").read_text())["last"]
@@ -179,6 +194,13 @@ def main():
                           "threshold (the run's) | validation SEG (reference frames, last "
                           "checkpoint) | silver truth of the held-out block: SEG / F1 | its "
                           "frames (how many) |\n|---|---|---|---|---|---|---|---|---|", block)
+    if sizes:
+        STUDY.write_table("sizes.md", "| run | seed | threshold (the run's) | "
+                          + " | ".join(f"held-out block's silver truth, cells of {m} px and "
+                                       "more: SEG / F1" for m in MIN_CELLS)
+                          + " | " + " | ".join(f"validation frames, {m} px and more: SEG / F1"
+                                               for m in MIN_CELLS)
+                          + " |\n|" + "---|" * (2 * len(MIN_CELLS) + 3), sizes)
     if thresholds:
         STUDY.write_table("thresholds.md", "| run | weighting | "
                           + " | ".join(f"silver truth: SEG at {t}" for t in THRESHOLDS)
