@@ -68,11 +68,19 @@ def probabilities(model, meta, images, tile):
             for im in normalise(images, meta["mean"], meta["std"])]
 
 
-def silver_scores(model, meta, cfg, name, trained, only=None, cache=None):
+def segment(probs, cfg, threshold, min_cell=None):
+    """The cells of each P(cell) map (label_cells with the run's border; min_cell: the run's
+    unless given), stacked."""
+    return np.stack([label_cells(p, threshold, cfg["border"],
+                                 cfg["min_cell"] if min_cell is None else min_cell)
+                     for p in probs])
+
+
+def silver_scores(model, meta, cfg, name, trained, only=None, cache=None, sizes=()):
     """The frames that the run never trained on, against the silver truth (only: just the
     frames of these numbers that have no reference mask): SEG at each threshold, and at the
     run's own (0.5 for runs older than the setting) the frames, their merged and split cells
-    and their cell counts, and SEG and F1 at each smallest cell kept (MIN_CELLS). cache: {frame:
+    and their cell counts, and SEG and F1 at each smallest cell kept in sizes. cache: {frame:
     P(cell)} of this model, filled and read (a second call predicts no frame twice)."""
     cache = {} if cache is None else cache
     folder = CTC_DIR / name
@@ -92,10 +100,8 @@ def silver_scores(model, meta, cfg, name, trained, only=None, cache=None):
         frames.append(int(t))
     ref = np.stack(ref)
     at = cfg.get("threshold", 0.5)
-    by_t = {t: np.stack([label_cells(p, t, cfg["border"], cfg["min_cell"]) for p in probs])
-            for t in sorted({*THRESHOLDS, at})}
-    by_size = {m: metrics.seg(np.stack([label_cells(p, at, cfg["border"], m) for p in probs]),
-                              ref) for m in MIN_CELLS}
+    by_t = {t: segment(probs, cfg, t) for t in sorted({*THRESHOLDS, at})}
+    by_size = {m: metrics.seg(segment(probs, cfg, at, m), ref) for m in sizes}
     return dict(seg=metrics.seg(by_t[at], ref), frames=frames, by_size=by_size,
                 by_t={t: metrics.seg(c, ref)["seg"] for t, c in by_t.items()},
                 ms=metrics.merged_and_split_cells(by_t[at], ref),
@@ -137,8 +143,7 @@ def main():
         model, meta = model_from_checkpoint(run / "latest.npz")
         probs = probabilities(model, meta, images[val], cfg["tile"])
         at = cfg.get("threshold", 0.5)             # the run's own: 0.5 before the setting
-        by_t = {t: metrics.seg(np.stack([label_cells(p, t, cfg["border"], cfg["min_cell"])
-                                         for p in probs]), inst[val])["seg"]
+        by_t = {t: metrics.seg(segment(probs, cfg, t), inst[val])["seg"]
                 for t in sorted({*THRESHOLDS, at})}
         cells = [label_cells(p, at, cfg["border"], cfg["min_cell"]) for p in probs]
         for i, c, p in zip(val, cells, probs):
@@ -160,15 +165,15 @@ def main():
                     f"thresholds {', '.join(f'{t}: {s:.4f}' for t, s in by_t.items())}; "
                     f"silver truth of the {n} frames without a reference: SEG "
                     f"{silver['seg']:.4f}, F1 {silver['f1']:.3f} |")
-        held = silver_scores(model, meta, cfg, name, trained, only=BLOCKS[name], cache=seen)
+        held = silver_scores(model, meta, cfg, name, trained, only=BLOCKS[name], cache=seen,
+                             sizes=MIN_CELLS if gtst else ())
         block.append(f"| {group} | {weighting(cfg)} | "
                      f"{'reference + silver' if gtst else 'reference'} | {cfg['seed']} | "
                      f"{cfg['steps']} | {at} | {by_t[at]:.4f} | {held['seg']['seg']:.4f} / "
                      f"{held['seg']['f1']:.3f} | {held['frames'][0]}-{held['frames'][-1]} "
                      f"({len(held['frames'])}) |")
         if gtst:                                   # the smallest cell kept, on the block
-            val_size = {m: metrics.seg(np.stack([label_cells(p, at, cfg["border"], m)
-                                                 for p in probs]), inst[val]) for m in MIN_CELLS}
+            val_size = {m: metrics.seg(segment(probs, cfg, at, m), inst[val]) for m in MIN_CELLS}
             sizes.append(f"| {group} | {cfg['seed']} | {at} | "
                          + " | ".join(f"{held['by_size'][m]['seg']:.4f} / "
                                       f"{held['by_size'][m]['f1']:.3f}" for m in MIN_CELLS)
