@@ -3,6 +3,7 @@ runs it from a clean clone (the Numba kernels compiled afresh: an empty NUMBA_CA
 on the machine or two seeds side by side.
 
     python benchmarks/bench_wallclock.py cpu        # --preset cpu on ISBI, seed 0, all cores
+    python benchmarks/bench_wallclock.py cpu1       # the same, seed 1
     python benchmarks/bench_wallclock.py cells      # --preset cells on DIC-HeLa, seed 0
     python benchmarks/bench_wallclock.py pair       # --preset cpu, seeds 0 and 1, one thread each
     python benchmarks/bench_wallclock.py --table    # results/wallclock.md from the finished runs
@@ -29,6 +30,7 @@ LOGS = STUDY.logs
 
 RUNS = {
     "cpu": {"wallclock/preset-cpu-seed-0": ["--data", "isbi", "--preset", "cpu", "--seed", "0"]},
+    "cpu1": {"wallclock/preset-cpu-seed-1": ["--data", "isbi", "--preset", "cpu", "--seed", "1"]},
     "cells": {"wallclock/cells-hela-seed-0": ["--data", str(CTC_DIR / "DIC-C2DH-HeLa"),
                                               "--val-slices", "6,7", "--preset", "cells",
                                               "--seed", "0"]},
