@@ -194,6 +194,94 @@ def test_a_shipped_model_keeps_its_runs_data_border_and_min_cell(tmp_path, capsy
     assert tifffile.imread(tmp_path / "pred" / "frame_labels.tif").shape == (48, 48)
 
 
+def test_ship_threshold_silver_chooses_on_the_unannotated_block_and_rescores(tmp_path, capsys,
+                                                                            monkeypatch):
+    """ship --threshold silver: the threshold of P(cell) with the best SEG on the silver truth
+    of the held-out block's frames without a reference mask; the card's scores are the block's
+    reference frames' at it (the run's own kept), and predict --instances uses it. A shipped
+    model re-ships at a given threshold; a bad threshold, a membrane model or a run without the
+    silver truth is one line."""
+    import tifffile
+    from tinyunet import metrics
+    from tinyunet.commands import predict
+    from tinyunet.commands import ship as command
+    from tinyunet.data import normalise
+    from tinyunet.data.ctc import load_ctc
+    from tinyunet.infer import predict_tiled
+    from tinyunet.instances import cell_options, label_cells
+    from tinyunet.train import Trainer, final_report
+
+    from .conftest import error_line, run_example, small_config, small_trainer
+    from .test_cells import write_set
+    folder = write_set(tmp_path / "set", frames=range(12), partial=(8,))
+    for t in range(1, 12, 2):                        # odd frames: silver truth only
+        (folder / "01_GT" / "SEG" / f"man_seg{t:03d}.tif").unlink()
+    frames = load_ctc(folder, silver=True)
+    cfg = small_config(steps=4, val_every=4, labels="instances", border=1, min_cell=7,
+                       data=dict(source=str(folder), labels="instances", silver=True,
+                                 train_slices="0-5", val_slices="6-11"))
+    trainer = Trainer(cfg, (frames.images[:6], frames.instances[:6]),
+                      (frames.images[[6, 10]], frames.instances[[6, 10]]), tmp_path / "run",
+                      progress=False)
+    trainer.run()
+    final_report(trainer, "cpu")
+    models = tmp_path / "models"
+    code, out, err = run_example(command.main, [tmp_path / "run", "--name", "cells", "--out",
+                                                models, "--threshold", "silver"], capsys)
+    assert code == 0, err
+    card = json.loads((models / "cells.json").read_text())
+    chose = card["instances"]["chosen_on"]
+    assert chose["frames"] == ["01/t007", "01/t009", "01/t011"]    # never trained on, no reference
+    by_t = {float(t): s for t, s in chose["seg_by_threshold"].items()}
+    assert set(by_t) == set(command.THRESHOLDS)
+    assert card["instances"]["threshold"] == max(by_t, key=by_t.get)
+    assert card["run_scores"]["threshold"] == 0.5 and card["run_scores"]["last"]["step"] == 4
+    assert "scores_best" not in card and "SEG on the silver truth" in out
+    model, meta = load_model(models / "cells.npz")
+    assert meta["provenance"] == card
+    border, min_cell, threshold = cell_options(meta)
+    assert (border, min_cell, threshold) == (1, 7, card["instances"]["threshold"])
+    cells = np.stack([label_cells(predict_tiled(model, x, tile=92, channel=1), threshold, 1, 7)
+                      for x in normalise(frames.images[[6, 10]], meta["mean"], meta["std"])])
+    got = metrics.seg(cells, frames.instances[[6, 10]])["seg"]    # frame 8 is partial
+    assert abs(got - card["scores_last"]["plain"]["seg"]) < 1e-4
+    calls = []
+    monkeypatch.setattr(predict, "label_cells", lambda p, t, g, m: calls.append(t) or
+                        label_cells(p, t, g, m))
+    tifffile.imwrite(tmp_path / "frame.tif", frames.images[7])
+    code, _, err = run_example(predict.main, [models / "cells.npz", tmp_path / "frame.tif",
+                                              "--instances", "--out", tmp_path / "pred"], capsys)
+    assert code == 0 and calls == [threshold], err
+    # a shipped model, re-shipped at a threshold given: its card carried over, the run's kept
+    argv = [models / "cells.npz", "--name", "cells", "--out", models, "--threshold", "0.8"]
+    assert "exists: --overwrite" in error_line(command.main, argv, capsys)
+    code, _, err = run_example(command.main, argv + ["--overwrite"], capsys)
+    assert code == 0, err
+    again = json.loads((models / "cells.json").read_text())
+    assert again["instances"]["threshold"] == 0.8 and "chosen_on" not in again["instances"]
+    assert again["run_scores"] == card["run_scores"] and again["command"] == card["command"]
+    assert cell_options(load_model(models / "cells.npz")[1])[2] == 0.8
+    assert "give a threshold in (0, 1)" in error_line(command.main, argv[:-1] + ["1.5"], capsys)
+    # a model of membranes makes no cells; a run without the silver truth held no block out
+    membranes = small_trainer(tmp_path / "em", steps=2)
+    membranes.run()
+    final_report(membranes, "cpu")
+    assert "not on instance masks" in error_line(
+        command.main, [tmp_path / "em", "--name", "em", "--out", models, "--threshold", "0.5"],
+        capsys)
+    no_st = Trainer(small_config(steps=2, val_every=2, labels="instances",
+                                 data=dict(source=str(folder), labels="instances",
+                                           val_slices="6-11")),
+                    (frames.images[:6], frames.instances[:6]),
+                    (frames.images[[6]], frames.instances[[6]]), tmp_path / "plain",
+                    progress=False)
+    no_st.run()
+    final_report(no_st, "cpu")
+    assert "trained without the silver truth" in error_line(
+        command.main, [tmp_path / "plain", "--name", "p", "--out", models, "--threshold",
+                       "silver"], capsys)
+
+
 @pytest.mark.parametrize("name, set_name", CELL_MODELS.items())
 def test_the_cell_models_ship_with_their_provenance(name, set_name):
     from tinyunet.instances import recipe
@@ -205,8 +293,9 @@ def test_the_cell_models_ship_with_their_provenance(name, set_name):
     assert prov["data"]["set"] == set_name and prov["data"]["silver"] is True
     assert prov["steps"] == meta["step"] == meta["train_config"]["steps"]
     assert len(prov["commit"]) == 40 and prov["recipe"] == "--preset cells"
-    assert prov["instances"] == recipe(meta)                     # how predict makes its cells
-    assert prov["instances"]["threshold"] == meta["train_config"]["threshold"]
+    assert {k: prov["instances"][k] for k in recipe(meta)} == recipe(meta)   # predict's cells
+    own = prov.get("run_scores", {}).get("threshold", prov["instances"]["threshold"])
+    assert own == meta["train_config"]["threshold"]         # the run's, where the card changed it
     assert 0 < prov["scores_last"]["plain"]["seg"] <= 1
     assert all(v.dtype == np.float32 for v in model.params.values())
 

@@ -33,18 +33,22 @@ def separation_border(instances, width=BORDER):
 
 
 def cell_options(meta):
-    """(border, min_cell, threshold) of label_cells for a checkpoint's model: its run's settings
-    (the separation border it learnt; the specks it drops; the P(cell) above which a pixel is a
-    cell's), THRESHOLD for a run older than the setting."""
+    """(border, min_cell, threshold) of label_cells for a checkpoint's model: a shipped model's
+    card ("instances" of its provenance: the threshold may have been chosen after training,
+    tinyunet ship --threshold), else its run's settings (the separation border it learnt; the
+    specks it drops; the P(cell) above which a pixel is a cell's), THRESHOLD for a run older
+    than the setting."""
     recipe = meta.get("train_config") or {}
-    return (recipe.get("border", BORDER), recipe.get("min_cell", 0),
-            recipe.get("threshold", THRESHOLD))
+    card = (meta.get("provenance") or {}).get("instances") or {}
+    return (card.get("border", recipe.get("border", BORDER)),
+            card.get("min_cell", recipe.get("min_cell", 0)),
+            card.get("threshold", recipe.get("threshold", THRESHOLD)))
 
 
 def recipe(meta):
-    """How tinyunet makes cells from a checkpoint's P(cell) (label_cells with its run's
-    settings), for an exported package, which holds only the network; None for a model not
-    trained on instance masks."""
+    """How tinyunet makes cells from a checkpoint's P(cell) (label_cells with its card's or its
+    run's settings: cell_options), for an exported package, which holds only the network; None
+    for a model not trained on instance masks."""
     if (meta.get("train_config") or {}).get("labels") != "instances":
         return None
     border, min_cell, threshold = cell_options(meta)
