@@ -6,7 +6,8 @@ on the machine or two seeds side by side.
     python benchmarks/bench_wallclock.py cpu1       # the same, seed 1
     python benchmarks/bench_wallclock.py cells      # --preset cells on DIC-HeLa, seed 0
     python benchmarks/bench_wallclock.py pair       # --preset cpu, seeds 0 and 1, one thread each
-    python benchmarks/bench_wallclock.py --table    # results/wallclock.md from the finished runs
+    python benchmarks/bench_wallclock.py --table    # results/wallclock.md from the finished runs,
+                                                    # results/wallclock_isbi_curves.png
 
 Each run is a study run (studies/study.py: runs/study/wallclock/<name>, its logs kept in
 results/runs/wallclock/<name>, a line a minute in train.log). The table (results/wallclock.md)
@@ -60,9 +61,53 @@ def row(name, argv, run, cfg, minutes, metrics):
 
 
 def write_table():
-    """Merge the finished runs' rows into results/wallclock.md by run name."""
+    """Merge the finished runs' rows into results/wallclock.md by run name; the ISBI runs'
+    validation curves from their kept logs."""
     every = {k: v for group in RUNS.values() for k, v in group.items()}
     STUDY.write_table("wallclock.md", HEAD, [row(*r) for r in STUDY.finished(every)])
+    plot_isbi_curves(sorted(n for n in every if "preset-cpu" in n))
+
+
+def plot_isbi_curves(names):
+    """results/wallclock_isbi_curves.png: Rand and pixel error on the validation slices (the
+    averaged weights, plain) along each --preset cpu run whose log is kept: where the schedule's
+    end stands among its validations."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    drawn = False
+    for name in names:
+        log = LOGS / name / "log.jsonl"
+        if not log.exists():
+            continue
+        val = [r for r in map(json.loads, log.read_text().splitlines()) if "val" in r and r["step"]]
+        for ax, key in zip(axes, ("rand_error", "pixel_error")):
+            ax.plot([r["step"] for r in val], [r["val"][key] for r in val], marker=".",
+                    label=name.split("/")[-1])
+        drawn = True
+    if not drawn:
+        return plt.close(fig)
+    for ax, key, target in zip(axes, ("Rand error", "pixel error"), (0.040, 0.045)):
+        ax.axhline(target, color="grey", ls="--", lw=1, label=f"target {target:.3f}")
+        ax.set(xlabel="step", ylabel=key, title=f"{key}, ISBI slices 25-29 (never trained on)")
+        ax.legend(fontsize=8)
+    axes[0].set_ylim(0.03, 0.12)
+    axes[1].set_ylim(0.044, 0.056)
+    fig.tight_layout()
+    fig.savefig(HERE / "results" / "wallclock_isbi_curves.png", dpi=110)
+    plt.close(fig)
+
+
+def cpu_model():
+    """The CPU's model name (/proc/cpuinfo), for the table's machines differ between runs."""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
 
 
 def main():
@@ -86,7 +131,8 @@ def main():
         if (LOGS / name / "final_metrics.json").exists():
             (LOGS / name / "wallclock.json").write_text(json.dumps(dict(
                 commit=commit, threads=threads, jobs=jobs, command_minutes=round(minutes, 2),
-                numba_cache="empty (compiled afresh)", cpu_count=os.cpu_count())) + "\n")
+                numba_cache="empty (compiled afresh)", cpu_count=os.cpu_count(),
+                cpu=cpu_model())) + "\n")
     write_table()
 
 

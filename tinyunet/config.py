@@ -18,7 +18,9 @@ The presets are the network, tile and recipe for a machine:
             10000 steps (60.7 minutes alone on 2 cores on DIC-HeLa, measured by
             benchmarks/bench_wallclock.py), averaged weights, separation borders of 2 px,
             cells where P(cell) > 0.7 (the threshold chosen on the silver truth of frames
-            never trained on: studies/cells/thresholds.md), those smaller than 100 px dropped
+            never trained on: studies/cells/thresholds.md; a model's own is chosen the same
+            way when it is shipped: tinyunet ship --threshold silver), those smaller than
+            100 px dropped
 """
 import dataclasses
 import math
