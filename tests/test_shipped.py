@@ -262,6 +262,12 @@ def test_ship_threshold_silver_chooses_on_the_unannotated_block_and_rescores(tmp
     assert again["run_scores"] == card["run_scores"] and again["command"] == card["command"]
     assert cell_options(load_model(models / "cells.npz")[1])[2] == 0.8
     assert "give a threshold in (0, 1)" in error_line(command.main, argv[:-1] + ["1.5"], capsys)
+    # the frames to score are read again: a folder that is missing or holds no set is one line
+    for where, says in ((tmp_path / "nowhere", "no such folder"),
+                        (tmp_path / "models", "holds no reference segmentations")):
+        line = error_line(command.main, argv + ["--overwrite", "--data", where], capsys)
+        assert says in line and "--data gives the set's folder" in line, line
+    assert json.loads((models / "cells.json").read_text()) == again     # nothing overwritten
     # a model of membranes makes no cells; a run without the silver truth held no block out
     membranes = small_trainer(tmp_path / "em", steps=2)
     membranes.run()

@@ -124,12 +124,14 @@ def _why_unreadable(path, e):
     return f"a damaged or incomplete archive ({type(e).__name__}: {e})"
 
 
-def model_from_checkpoint(path, device=None, average=True):
+def model_from_checkpoint(path, device=None, average=True, dtype=None):
     """(model, meta) rebuilt from a checkpoint's saved configuration, on `device` (None:
     $TINYUNET_DEVICE, else the CPU): with the parameters' moving average where the run kept
-    one (average=False: the raw parameters)."""
+    one (average=False: the raw parameters); in `dtype` ("float32": as a shipped model holds
+    them) instead of the run's where given."""
     meta, params, _ = load_checkpoint(path, average)
-    model = UNet(**meta["model"], device="cpu")      # built where the arrays are, then moved
+    spec = dict(meta["model"], **({"dtype": dtype} if dtype else {}))
+    model = UNet(**spec, device="cpu")      # built where the arrays are, then moved
     try:
         model.load_state_dict(params)
     except ValueError as e:

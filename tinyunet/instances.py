@@ -56,6 +56,16 @@ def recipe(meta):
                 min_cell=min_cell, border=border)
 
 
+def cell_probabilities(model, meta, images, tta=False):
+    """P(cell) of each frame (class 1's probability), normalised and tiled as the checkpoint's
+    run validated (`meta`: the checkpoint's: its mean, std and train_config's tile)."""
+    from .data import normalise
+    from .infer import predict_tiled
+    tile = meta["train_config"]["tile"]
+    return [predict_tiled(model, x, tile=tile, channel=1, tta=tta)
+            for x in normalise(images, meta["mean"], meta["std"])]
+
+
 def label_cells(prob, threshold=THRESHOLD, grow=BORDER, min_pixels=0):
     """Cells (int32 instance labels, H x W) from a map of P(cell): the 4-connected components of
     prob > threshold, those smaller than `min_pixels` dropped; then the separation borders given

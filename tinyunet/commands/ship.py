@@ -37,10 +37,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..checkpoint import MODELS, CheckpointError, load_checkpoint, ship, trained_on
+from ..checkpoint import (MODELS, CheckpointError, load_checkpoint, model_from_checkpoint,
+                          ship, trained_on)
 from ..errors import UserError
 from ..files import atomic_write
-from ..instances import cell_options, label_cells, recipe
+from ..instances import cell_options, cell_probabilities, label_cells, recipe
 from ..rundir import read_run, run_minutes
 from .cli import ArgumentParser, at_least
 
@@ -110,15 +111,6 @@ def threshold_arg(text):
     return t
 
 
-def cell_probabilities(model, meta, images, tta=False):
-    """P(cell) of each frame, predicted as the run validated (its tile)."""
-    from ..data import normalise
-    from ..infer import predict_tiled
-    tile = meta["train_config"]["tile"]
-    return [predict_tiled(model, x, tile=tile, channel=1, tta=tta)
-            for x in normalise(images, meta["mean"], meta["std"])]
-
-
 def rethreshold(model_file, prov, threshold, data=None):
     """The card `prov` of a model of cells made at another threshold of P(cell): `threshold`, or
     "silver": the best of THRESHOLDS on the silver truth of the frames of its validation block
@@ -126,17 +118,17 @@ def rethreshold(model_file, prov, threshold, data=None):
     threshold; the run's (at its own) are kept as run_scores."""
     from .. import metrics
     from ..data import DataError
-    from ..model import UNet
     from ..data.ctc import load_ctc
     from ..data.selection import parse_slices
-    meta, params, _ = load_checkpoint(model_file, average=True)
-    model = UNet(**dict(meta["model"], dtype="float32"), device="cpu")    # as it ships
-    model.load_state_dict({k: np.asarray(v, np.float32) for k, v in params.items()})
+    model, meta = model_from_checkpoint(model_file, "cpu", dtype="float32")   # as it ships
     cfg = meta.get("train_config") or {}
     if cfg.get("labels") != "instances":
         raise UserError("--threshold: this model was trained on membrane labels, not on "
                         "instance masks: it makes no cells to threshold")
     source = data or trained_on(meta, model_file)
+    if not source:
+        raise UserError("--threshold: the model does not record the folder it was trained on: "
+                        "give the set's folder with --data")
     d = cfg.get("data") or {}
     if threshold == "silver" and not d.get("silver"):
         raise UserError("--threshold silver: the run trained without the silver truth "
