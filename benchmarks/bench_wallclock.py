@@ -4,6 +4,8 @@ on the machine or two seeds side by side.
 
     python benchmarks/bench_wallclock.py cpu        # --preset cpu on ISBI, seed 0, all cores
     python benchmarks/bench_wallclock.py cpu1       # the same, seed 1
+    python benchmarks/bench_wallclock.py floor      # --preset cpu --lr-floor 0.1, seeds 0 and 1
+                                                    # side by side, one thread each
     python benchmarks/bench_wallclock.py cells      # --preset cells on DIC-HeLa, seed 0
     python benchmarks/bench_wallclock.py pair       # --preset cpu, seeds 0 and 1, one thread each
     python benchmarks/bench_wallclock.py --table    # results/wallclock.md from the finished runs,
@@ -32,6 +34,10 @@ LOGS = STUDY.logs
 RUNS = {
     "cpu": {"wallclock/preset-cpu-seed-0": ["--data", "isbi", "--preset", "cpu", "--seed", "0"]},
     "cpu1": {"wallclock/preset-cpu-seed-1": ["--data", "isbi", "--preset", "cpu", "--seed", "1"]},
+    # the learning rate held at lr / 10 from step 14500 on (the cosine's first 80 % unchanged)
+    "floor": {f"wallclock/pair-preset-cpu-floor-seed-{s}": [
+        "--data", "isbi", "--preset", "cpu", "--seed", str(s), "--lr-floor", "0.1"]
+        for s in (0, 1)},
     "cells": {"wallclock/cells-hela-seed-0": ["--data", str(CTC_DIR / "DIC-C2DH-HeLa"),
                                               "--val-slices", "6,7", "--preset", "cells",
                                               "--seed", "0"]},
@@ -84,7 +90,7 @@ def plot_isbi_curves(names):
         val = [r for r in map(json.loads, log.read_text().splitlines()) if "val" in r and r["step"]]
         for ax, key in zip(axes, ("rand_error", "pixel_error")):
             ax.plot([r["step"] for r in val], [r["val"][key] for r in val], marker=".",
-                    label=name.split("/")[-1])
+                    ls="--" if "floor" in name else "-", label=name.split("/")[-1])
         drawn = True
     if not drawn:
         return plt.close(fig)

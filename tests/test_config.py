@@ -83,6 +83,7 @@ def test_the_defaults_are_the_tiny_preset_and_overrides_win():
 # (setting, the edge that is valid, a value just past it, what the message says is valid)
 EDGES = [("steps", 1, 0, ">= 1"), ("lr", 1e-12, 0.0, "> 0"), ("val_every", 1, 0, ">= 1"),
          ("log_every", 1, 0, ">= 1"), ("warmup", 0, -1, ">= 0"),
+         ("lr_floor", 1.0, 1.01, "in (0, 1]"), ("lr_floor", 1e-9, 0.0, "in (0, 1]"),
          ("momentum", 0.0, -1e-9, "in [0, 1)"), ("momentum", 0.999999, 1.0, "in [0, 1)"),
          ("weight_decay", 0.0, -1e-9, ">= 0"), ("dropout", 0.0, -0.1, "in [0, 1)"),
          ("dropout", 0.99, 1.0, "in [0, 1)"), ("ema", 0.0, -0.5, r"in [0, 1) (0: off)"),
@@ -125,28 +126,32 @@ def test_the_tile_must_suit_the_depth():
         TrainConfig(tile=150, depth=3).check()
 
 
-def reference_rate(lr, warmup, steps, schedule, step):
+def reference_rate(lr, warmup, steps, schedule, step, floor=0.01):
     """The schedule as docs and docstrings state it, written out: a linear warm-up from lr /
     warmup to lr over `warmup` steps, then constant; or cosine from lr down to lr / 100 at the
-    last step (and held there); or lr, then lr / 10 from two thirds of the way on."""
+    last step (and held there); or lr, then lr / 10 from two thirds of the way on; after the
+    warm-up, never below lr * floor."""
     if step < warmup:
         return lr * (step + 1) / warmup
     frac = (step - warmup) / max(1, steps - warmup)
     if schedule == "constant":
-        return lr
-    if schedule == "step":
-        return lr / 10 if frac >= 2 / 3 else lr
-    frac = min(frac, 1.0)
-    return lr / 100 + (lr - lr / 100) * (1 + math.cos(math.pi * frac)) / 2
+        rate = lr
+    elif schedule == "step":
+        rate = lr / 10 if frac >= 2 / 3 else lr
+    else:
+        frac = min(frac, 1.0)
+        rate = lr / 100 + (lr - lr / 100) * (1 + math.cos(math.pi * frac)) / 2
+    return max(rate, lr * floor)
 
 
 @pytest.mark.parametrize("schedule", ["constant", "cosine", "step"])
 @pytest.mark.parametrize("warmup", [0, 1, 10])
-def test_the_learning_rate_follows_its_formula(schedule, warmup):
-    cfg = TrainConfig(lr=0.3, warmup=warmup, steps=100, lr_schedule=schedule)
+@pytest.mark.parametrize("floor", [0.01, 0.1, 0.5])
+def test_the_learning_rate_follows_its_formula(schedule, warmup, floor):
+    cfg = TrainConfig(lr=0.3, warmup=warmup, steps=100, lr_schedule=schedule, lr_floor=floor)
     for step in [0, 1, 5, 9, 10, 11, 49, 55, 69, 70, 71, 99, 100, 150]:
         assert learning_rate(cfg, step) == pytest.approx(
-            reference_rate(0.3, warmup, 100, schedule, step), rel=1e-12), step
+            reference_rate(0.3, warmup, 100, schedule, step, floor), rel=1e-12), step
 
 
 def test_the_schedules_worked_points():
@@ -162,6 +167,13 @@ def test_the_schedules_worked_points():
     # a run as long as its warm-up: the schedule divides by one step, not by zero
     short = TrainConfig(lr=1.0, warmup=5, steps=5, lr_schedule="step")
     assert [learning_rate(short, s) for s in (4, 5, 6)] == pytest.approx([1.0, 1.0, 0.1])
+    # a floor of 0.1 leaves the cosine alone until it reaches lr / 10 (0.01 + 0.99 (1 + cos) / 2
+    # = 0.1 at 80.5 % of the way: step 82.4), then holds it there; the warm-up is not floored
+    held = TrainConfig(lr=1.0, warmup=10, steps=100, lr_schedule="cosine", lr_floor=0.1)
+    assert [learning_rate(held, s) for s in (0, 55, 82)] == pytest.approx(
+        [learning_rate(cos, s) for s in (0, 55, 82)])
+    assert learning_rate(held, 82) > 0.1
+    assert [learning_rate(held, s) for s in (83, 90, 100, 500)] == pytest.approx([0.1] * 4)
 
 
 def test_a_resumed_run_changes_only_what_it_may():

@@ -83,6 +83,8 @@ class TrainConfig:
     weight_decay: float = 0.0
     lr_schedule: str = "cosine"        # "constant", "cosine" (to lr/100), "step" (/10 at 2/3)
     warmup: int = 50                   # linear warm-up steps (momentum 0.99 starts violently)
+    lr_floor: float = 0.01             # after warm-up the rate never falls below lr * lr_floor
+                                       # (0.01: the cosine's own end, so no clipping)
     labels: str = "membranes"          # "membranes" (ISBI) or "instances" (data/targets.py)
     border: int = 2                    # instances: the separation border's width, px
     min_cell: int = 0                  # instances: predicted cells smaller than this are dropped
@@ -121,6 +123,7 @@ class TrainConfig:
                 ("steps", self.steps >= 1, ">= 1"), ("lr", self.lr > 0, "> 0"),
                 ("val_every", self.val_every >= 1, ">= 1"),
                 ("log_every", self.log_every >= 1, ">= 1"), ("warmup", self.warmup >= 0, ">= 0"),
+                ("lr_floor", 0 < self.lr_floor <= 1, "in (0, 1]"),
                 ("momentum", 0 <= self.momentum < 1, "in [0, 1)"),
                 ("weight_decay", self.weight_decay >= 0, ">= 0"),
                 ("dropout", 0 <= self.dropout < 1, "in [0, 1)"),
@@ -165,12 +168,16 @@ def _one_of(names):
 
 
 def learning_rate(cfg, step):
-    """The learning rate for step (0-based): linear warm-up, then the schedule."""
+    """The learning rate for step (0-based): linear warm-up, then the schedule, held at
+    lr * lr_floor once the schedule falls below it (the cosine runs to lr / 100, so a floor
+    of 0.1 leaves its first 80 % unchanged and holds the rest at lr / 10)."""
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
     frac = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
     if cfg.lr_schedule == "cosine":
-        return cfg.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
-    if cfg.lr_schedule == "step":
-        return cfg.lr * (0.1 if frac >= 2 / 3 else 1.0)
-    return cfg.lr
+        scale = 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
+    elif cfg.lr_schedule == "step":
+        scale = 0.1 if frac >= 2 / 3 else 1.0
+    else:
+        scale = 1.0
+    return cfg.lr * max(scale, cfg.lr_floor)

@@ -91,6 +91,8 @@ def build_parser():
     study.add_argument("--momentum", type=fraction, help="SGD momentum, in [0, 1) (paper 0.99)")
     study.add_argument("--lr-schedule", choices=LR_SCHEDULES)
     study.add_argument("--warmup", type=at_least(0), help="linear warm-up steps")
+    study.add_argument("--lr-floor", type=positive_float, help="the learning rate never falls "
+                       "below lr times this, in (0, 1] (0.01: the cosine's own end)")
     study.add_argument("--w0", type=non_negative_float, help="weight map's border weight (10)")
     study.add_argument("--sigma", type=positive_float, help="weight map's border width in px (5)")
     study.add_argument("--border", type=at_least(0), help="instance labels: the separation "
@@ -121,8 +123,8 @@ def build_parser():
 
 # the flags that set a TrainConfig field of the same name
 RECIPE = ("steps", "lr", "optimizer", "weighting", "val_every", "seed", "tile", "base_channels",
-          "depth", "dropout", "momentum", "lr_schedule", "warmup", "w0", "sigma", "augment", "ema",
-          "border", "min_cell", "threshold")
+          "depth", "dropout", "momentum", "lr_schedule", "warmup", "lr_floor", "w0", "sigma",
+          "augment", "ema", "border", "min_cell", "threshold")
 
 
 def main(argv=None):
