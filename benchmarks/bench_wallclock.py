@@ -6,6 +6,8 @@ on the machine or two seeds side by side.
     python benchmarks/bench_wallclock.py cpu1       # the same, seed 1
     python benchmarks/bench_wallclock.py floor      # --preset cpu --lr-floor 0.1, seeds 0 and 1
                                                     # side by side, one thread each
+    python benchmarks/bench_wallclock.py short      # --preset cpu --steps 14000, seeds 0 and 1
+                                                    # side by side, one thread each
     python benchmarks/bench_wallclock.py cells      # --preset cells on DIC-HeLa, seed 0
     python benchmarks/bench_wallclock.py pair       # --preset cpu, seeds 0 and 1, one thread each
     python benchmarks/bench_wallclock.py --table    # results/wallclock.md from the finished runs,
@@ -37,6 +39,11 @@ RUNS = {
     # the learning rate held at lr / 10 from step 14500 on (the cosine's first 80 % unchanged)
     "floor": {f"wallclock/pair-preset-cpu-floor-seed-{s}": [
         "--data", "isbi", "--preset", "cpu", "--seed", str(s), "--lr-floor", "0.1"]
+        for s in (0, 1)},
+    # the schedule ended at 14000 steps: the 18000-step runs' validations were lowest before
+    # step 15000 on both seeds (results/wallclock_isbi_curves.png)
+    "short": {f"wallclock/pair-preset-cpu-14000-seed-{s}": [
+        "--data", "isbi", "--preset", "cpu", "--seed", str(s), "--steps", "14000"]
         for s in (0, 1)},
     "cells": {"wallclock/cells-hela-seed-0": ["--data", str(CTC_DIR / "DIC-C2DH-HeLa"),
                                               "--val-slices", "6,7", "--preset", "cells",
