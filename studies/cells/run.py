@@ -8,6 +8,7 @@ tracking challenge's DIC-HeLa and PhC-U373, from their instance masks.
     python studies/cells/run.py seeds --jobs 2    # the second seed (1) of the U373 choices
     python studies/cells/run.py silver --jobs 2   # with the silver truth too (GT+ST)
     python studies/cells/run.py full --jobs 2     # GT+ST, the whole schedule, two seeds
+    python studies/cells/run.py long --jobs 2     # U373 GT+ST, 15000 steps, two seeds
     python studies/cells/run.py --table           # results.md (rows merged by run name)
 
 Every run trains on the reference frames of the one sequence each set has here and validates on
@@ -59,6 +60,10 @@ RUNS = {
     "full/hela-silver-seed-1": [str(CTC / "DIC-C2DH-HeLa"), "--silver", "--val-slices", "36-57",
                                 "--seed", "1"],
     "full/u373-silver-seed-1": SETS["u373"] + ["--silver", "--seed", "1"],
+    # U373's validation SEG was still rising at step 10000 on both seeds: half as long again
+    "long/u373-silver-15000": SETS["u373"] + ["--silver", "--steps", "15000"],
+    "long/u373-silver-15000-seed-1": SETS["u373"] + ["--silver", "--steps", "15000", "--seed",
+                                                     "1"],
 }
 
 
@@ -90,4 +95,5 @@ def table():
 
 
 if __name__ == "__main__":
-    STUDY.cli(__doc__, ("presets", "weights", "seeds", "silver", "full", "all"), commands, table)
+    STUDY.cli(__doc__, ("presets", "weights", "seeds", "silver", "full", "long", "all"), commands,
+              table)
