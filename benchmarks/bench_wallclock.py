@@ -81,6 +81,10 @@ def write_table():
     plot_isbi_curves(sorted(n for n in every if "preset-cpu" in n))
 
 
+LINES = {"floor": "--", "14000": ":"}         # the variants' curves, by the name's third-last part
+SEEDS = {"0": "tab:blue", "1": "tab:orange"}  # one colour a seed, by the name's last part
+
+
 def plot_isbi_curves(names):
     """results/wallclock_isbi_curves.png: Rand and pixel error on the validation slices (the
     averaged weights, plain) along each --preset cpu run whose log is kept: where the schedule's
@@ -97,7 +101,8 @@ def plot_isbi_curves(names):
         val = [r for r in map(json.loads, log.read_text().splitlines()) if "val" in r and r["step"]]
         for ax, key in zip(axes, ("rand_error", "pixel_error")):
             ax.plot([r["step"] for r in val], [r["val"][key] for r in val], marker=".",
-                    ls="--" if "floor" in name else "-", label=name.split("/")[-1])
+                    color=SEEDS.get(name.split("-")[-1], "tab:gray"),
+                    ls=LINES.get(name.split("-")[-3], "-"), label=name.split("/")[-1])
         drawn = True
     if not drawn:
         return plt.close(fig)
