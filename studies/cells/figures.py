@@ -52,7 +52,9 @@ RUNS = {"presets/hela": "DIC-C2DH-HeLa", "presets/u373": "PhC-C2DH-U373",
         "seeds/u373-seed-1": "PhC-C2DH-U373", "seeds/u373-w0-25-seed-1": "PhC-C2DH-U373",
         "silver/hela": "DIC-C2DH-HeLa", "silver/u373": "PhC-C2DH-U373",
         "full/hela-silver": "DIC-C2DH-HeLa", "full/u373-silver": "PhC-C2DH-U373",
-        "full/hela-silver-seed-1": "DIC-C2DH-HeLa", "full/u373-silver-seed-1": "PhC-C2DH-U373"}
+        "full/hela-silver-seed-1": "DIC-C2DH-HeLa", "full/u373-silver-seed-1": "PhC-C2DH-U373",
+        "long/u373-silver-15000": "PhC-C2DH-U373",
+        "long/u373-silver-15000-seed-1": "PhC-C2DH-U373"}
 WEIGHTINGS = ("presets/hela", "weights/hela-")      # the weight-map comparison (weights.md)
 # the block of frames that the silver runs hold out of training (run.py): its frames without a
 # reference mask, against the silver truth, are frames no run of the study trains on, the ones
