@@ -4,7 +4,7 @@
                 steps (seed 1), trained on ISBI 2012 slices 0-24: its last checkpoint, chosen on
                 nothing; slices 25-29, which it never saw, give its scores. Provenance (the
                 command, the commit, the scores) in isbi2012.json
-    dic-hela    the cells recipe (--preset cells, averaged weights, 10000 steps) on the cell
+    dic-hela    the cells recipe (--preset cells, averaged weights; 10000 steps, phc-u373 15000) on the cell
     phc-u373    tracking challenge's DIC-HeLa 01 / PhC-U373 02, their reference masks and
                 silver truth (--silver) outside a block of frames held out of training
                 (36-57 / 77-114): its last checkpoint, chosen on nothing; the block's
